@@ -1,0 +1,83 @@
+"""The `edgecv` command. Each layer adds its own sub-commands; none imports TensorFlow until a
+command that needs it runs, so `edgecv smile` starts fast on a box without TensorFlow."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from .errors import EdgecvError
+
+# name -> module whose `add_parser(subparsers)` registers it. A module that fails to import (a
+# layer whose extra is not installed) leaves its commands out with a note in --help.
+COMMAND_MODULES = (
+    "edgecv.data.cli",
+    "edgecv.train.cli",
+    "edgecv.apps.evaluate",
+    "edgecv.export.cli",
+    "edgecv.runtime.cli",
+    "edgecv.apps.smile",
+    "edgecv.apps.captcha",
+    "edgecv.apps.benchmark",
+)
+
+EPILOG = """examples:
+  edgecv data fetch videos
+  edgecv train classify --arch lenet --data mnist --epochs 5 --out runs/mnist-lenet
+  edgecv eval runs/mnist-lenet --data mnist --split test
+  edgecv export runs/mnist-lenet --format tflite --quant int8 --out out/lenet-int8.tflite
+  edgecv smile --source video:smile.mp4 --no-display --save out/smile.mp4
+"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but usage errors exit 2 with one line (no traceback), like every other error."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="edgecv", description=__doc__.split("\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"edgecv {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    missing = []
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and (e.name == name or name.startswith(e.name + ".")):
+                continue  # that layer is not written yet
+            missing.append(f"{name.split('.')[-2]} ({e.name} not installed)")
+            continue
+        module.add_parser(sub)
+    if missing:
+        parser.epilog = (parser.epilog or "") + "\nunavailable: " + ", ".join(missing) + "\n"
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except EdgecvError as e:
+        print(f"edgecv: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("edgecv: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `edgecv ... | head` closed our stdout: not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,109 @@
+"""Reading images from files and bytes safely: size limits before decoding, clear errors.
+
+cv2.imread returns None for every kind of failure; here each failure has its own message, and an
+image whose header claims more than MAX_PIXELS is refused before any pixel is decoded
+(decompression bombs).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import DataError
+
+MAX_PIXELS = int(os.environ.get("EDGECV_MAX_IMAGE_PIXELS", 40_000_000))
+MAX_BYTES = 256 * 1024 * 1024
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from a PNG, JPEG, GIF or BMP header, or None if not recognised."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+        return w, h
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        w, h = struct.unpack("<HH", data[6:10])
+        return w, h
+    if data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        return abs(w), abs(h)
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                i += 1
+                continue
+            marker = data[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            length = struct.unpack(">H", data[i + 2:i + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return w, h
+            if length < 2:
+                return None
+            i += 2 + length
+    return None
+
+
+def decode_image(data: bytes, name: str = "<bytes>", gray: bool = False) -> np.ndarray:
+    """Decode image bytes to HxWx3 uint8 BGR (or HxW gray). Alpha is dropped, 16-bit scaled down."""
+    if not data:
+        raise DataError(f"{name}: empty file")
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise DataError(f"{name}: {size[0]}x{size[1]} image exceeds the {MAX_PIXELS:,}-pixel limit "
+                        "(EDGECV_MAX_IMAGE_PIXELS)")
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # OpenCV's own pixel limit and some corrupt streams raise
+        raise DataError(f"{name}: cannot decode image ({str(e).strip().splitlines()[-1]})") from None
+    if image is None or image.size == 0:
+        raise DataError(f"{name}: not an image or corrupt")
+    if image.dtype != np.uint8:
+        image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
+    if gray:
+        return image
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def read_image(path: str | os.PathLike, gray: bool = False) -> np.ndarray:
+    """Read an image file: HxWx3 uint8 BGR, or HxW uint8 when gray=True. Raises DataError."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        if not path.is_file():
+            raise DataError(f"{path}: not a file")
+        if st.st_size > MAX_BYTES:
+            raise DataError(f"{path}: {st.st_size:,} bytes is too large for an image")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    return decode_image(data, str(path), gray=gray)
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files below a folder, sorted, hidden files skipped."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and is_image_path(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))

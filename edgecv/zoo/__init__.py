@@ -1,0 +1,1 @@
+"""Pretrained models shipped inside the package (see the model cards beside them)."""
