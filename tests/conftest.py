@@ -1,0 +1,58 @@
+"""Shared fixtures: real data from EDGECV_DATA (../shared/data beside the checkout by default),
+a private cache per session, and helpers to run the CLI as a user does."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("EDGECV_DATA", str(DEFAULT_DATA))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+DATA = Path(os.environ["EDGECV_DATA"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Nothing a test does touches the user's ~/.cache/edgecv."""
+    cache = tmp_path_factory.mktemp("edgecv-cache")
+    old = os.environ.get("EDGECV_CACHE")
+    os.environ["EDGECV_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("EDGECV_CACHE", None)
+    else:
+        os.environ["EDGECV_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.fail(f"EDGECV_DATA={DATA} does not exist: the tests need the shared real data")
+    return DATA
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None, input: bytes | None = None,
+            cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m edgecv ARGS` as a user would; returns the completed process (text output)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "edgecv", *args], capture_output=True, timeout=timeout,
+                          env=e, input=input, cwd=cwd)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, match: str | None = None) -> str:
+    """A user error: non-zero exit, a message on stderr, and no Python traceback."""
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode != 0, f"expected failure, got exit 0; stderr: {err}"
+    assert "Traceback" not in err, err
+    if match is not None:
+        import re
+        assert re.search(match, err), f"{match!r} not in: {err}"
+    return err
