@@ -1,0 +1,110 @@
+"""TFLite conversion (fp32, fp16, dynamic-range, full int8) and a minimal LiteRT runner for the check.
+
+Conversion goes Keras -> `model.export()` SavedModel with a (None, H, W, C) signature -> TFLiteConverter:
+a tf.function over a Keras 3 model keeps its weights as resource variables, which the int8
+calibrator cannot read, and the SavedModel route keeps the batch dimension dynamic
+(`shape_signature[0] == -1`). Running uses ai-edge-litert, not tflite-runtime (dead with NumPy 2).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ExportError, ModelError
+from ..modelfile import embed_tflite, first_line
+from ..spec import ModelSpec
+from .calibration import Calibration
+
+INPUT_NAME = "input"
+
+
+def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, workdir: Path) -> bytes:
+    """TFLite flatbuffer bytes for a Keras model at precision `quant`."""
+    import tensorflow as tf
+
+    saved = Path(workdir) / "saved_model"
+    sig = tf.TensorSpec((None, *spec.input_shape), tf.float32, name=INPUT_NAME)
+    try:
+        model.export(str(saved), format="tf_saved_model", input_signature=[sig], verbose=False)
+    except Exception as e:
+        raise ExportError(f"cannot trace the Keras model for TFLite: {first_line(e)}") from None
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    if quant == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif quant == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quant == "int8":
+        if calib is None or len(calib) == 0:
+            raise ExportError("int8 TFLite export needs calibration data")
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = calib.tflite_dataset()
+        # Integer-only ops and int8 I/O: a microcontroller / NPU delegate can run it as is; the
+        # runtime quantizes inputs with the scale and zero point stored in the file.
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    try:
+        return bytes(conv.convert())
+    except Exception as e:
+        raise ExportError(f"TFLite {quant} conversion failed: {first_line(e)}") from None
+
+
+def embed(blob: bytes, spec: ModelSpec) -> bytes:
+    return embed_tflite(blob, spec)
+
+
+def _interpreter(path: str | os.PathLike):
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        return Interpreter(model_path=str(path), num_threads=min(2, os.cpu_count() or 1))
+    except Exception as e:
+        raise ModelError(f"{path}: LiteRT cannot load it ({first_line(e)})") from None
+
+
+def describe(path: str | os.PathLike) -> dict[str, Any]:
+    """Input/output dtype, shape signature and quantization parameters, as LiteRT reports them."""
+    it = _interpreter(path)
+    out = {}
+    for kind, details in (("input", it.get_input_details()), ("output", it.get_output_details())):
+        d = details[0]
+        out[kind] = {"dtype": np.dtype(d["dtype"]).name, "shape_signature": [int(v) for v in d["shape_signature"]],
+                     "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
+    return out
+
+
+def run(path: str | os.PathLike, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The first output (float32) for NxHxWxC float32 inputs, quantizing int8 I/O as the file says."""
+    it = _interpreter(path)
+    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
+    results, current = [], None
+    for start in range(0, len(x), batch):
+        xb = x[start:start + batch]
+        if current != len(xb):
+            it.resize_tensor_input(inp["index"], [len(xb), *inp["shape"][1:]])
+            it.allocate_tensors()
+            current = len(xb)
+        it.set_tensor(inp["index"], _quantize(xb, inp))
+        it.invoke()
+        results.append(_dequantize(it.get_tensor(outp["index"]), outp))
+    return np.concatenate(results)
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return np.ascontiguousarray(x, np.float32)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if np.dtype(detail["dtype"]) == np.float32:
+        return y.copy()
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * np.float32(scale)

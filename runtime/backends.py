@@ -1,0 +1,358 @@
+"""Inference backends behind one protocol: LiteRT (.tflite), ONNX Runtime (.onnx) and Keras (.keras,
+reference only). Each takes an NxHxWxC float32 batch preprocessed by the model's ModelSpec and
+returns the model's first output as float32 (quantized models are (de)quantized inside).
+
+Nothing here imports TensorFlow or Keras at module level: an edge box has neither.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from edgecv.errors import BackendError, ConfigError, ModelError, ModelSpecError, unknown
+from edgecv.modelfile import first_line, load_spec
+from edgecv.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("litert", "onnxruntime", "keras")
+DEVICES = ("cpu", "cuda", "tensorrt")
+SUFFIX_BACKEND = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
+# Which backends can run which files; a mismatch is a user error, not a silent conversion.
+BACKEND_SUFFIXES = {"litert": (".tflite",), "onnxruntime": (".onnx",), "keras": (".keras",)}
+# TFLite batch buckets: one interpreter per size, allocated once; a batch is padded up to its bucket.
+DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model's input tensor: name, shape (batch dimension None when dynamic), dtype and,
+    for quantized inputs, (scale, zero_point)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    quantization: tuple[float, int] | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the pipeline needs from an inference engine."""
+
+    spec: ModelSpec
+    input_spec: InputSpec
+    name: str
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """NxHxWxC float32 (preprocessed per spec) -> NxK float32 (the model's first output)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BackendBase:
+    """Shared checks and the context-manager protocol."""
+
+    name = "base"
+    spec: ModelSpec
+    input_spec: InputSpec
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        want = tuple(self.spec.input_shape)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
+            raise BackendError(f"{self.name}: batch must be Nx{want[0]}x{want[1]}x{want[2]} float32; "
+                               f"got shape {batch.shape}")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def _check_model_shape(self, shape: tuple[int | None, ...], path: Path) -> None:
+        want = tuple(self.spec.input_shape)
+        got = tuple(shape[1:])
+        if len(shape) != 4 or any(g is not None and g != w for g, w in zip(got, want)):
+            raise ModelSpecError(f"{path}: model input shape {list(shape)} does not match the ModelSpec "
+                                 f"input_shape {list(want)}")
+
+
+def quantize(x: np.ndarray, q: tuple[float, int], dtype: np.dtype) -> np.ndarray:
+    scale, zero = q
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def dequantize(x: np.ndarray, q: tuple[float, int]) -> np.ndarray:
+    scale, zero = q
+    return ((x.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+class LiteRTBackend(BackendBase):
+    """TFLite through ai_edge_litert (tf.lite only if LiteRT is missing).
+
+    Resizing an interpreter's input reallocates all tensors, so each batch bucket gets its own
+    interpreter, built on first use and kept; a batch is padded to the next bucket and split when
+    larger than the largest one. int8/uint8 inputs and outputs are (de)quantized here with the
+    tensors' own scale and zero point.
+    """
+
+    name = "litert"
+
+    def __init__(self, path: str | os.PathLike, spec: ModelSpec, threads: int | None = None,
+                 buckets: tuple[int, ...] = DEFAULT_BUCKETS) -> None:
+        self.path = Path(path)
+        self.spec = spec
+        self.threads = threads
+        self.buckets = tuple(sorted(set(int(b) for b in buckets)))
+        if not self.buckets or self.buckets[0] < 1:
+            raise ConfigError(f"batch buckets must be positive ints; got {buckets!r}")
+        self._content = self.path.read_bytes()
+        self._factory = _litert_factory()
+        self._interpreters: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        base = self._interpreter(self.buckets[0])
+        inp = base.get_input_details()[0]
+        sig = tuple(int(d) for d in inp.get("shape_signature", inp["shape"]))
+        shape = tuple(None if d < 0 else d for d in sig)
+        self._check_model_shape(shape, self.path)
+        q = inp.get("quantization") or (0.0, 0)
+        self.input_spec = InputSpec(inp["name"], (None,) + shape[1:], np.dtype(inp["dtype"]).name,
+                                    (float(q[0]), int(q[1])) if q[0] else None)
+
+    def _interpreter(self, bucket: int):
+        it = self._interpreters.get(bucket)
+        if it is not None:
+            return it
+        try:
+            it = self._factory(model_content=self._content, num_threads=self.threads)
+            inp = it.get_input_details()[0]
+            if int(inp["shape"][0]) != bucket:
+                it.resize_tensor_input(inp["index"], [bucket, *[int(d) for d in inp["shape"][1:]]])
+            it.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{self.path}: LiteRT cannot load this model ({first_line(e)})") from None
+        self._interpreters[bucket] = it
+        return it
+
+    def bucket_for(self, n: int) -> int:
+        """The smallest bucket that holds n images (the largest bucket when none does)."""
+        return next((b for b in self.buckets if b >= n), self.buckets[-1])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        batch = self._check_batch(batch)
+        n = len(batch)
+        if n == 0:
+            return np.zeros((0, len(self.spec.labels) or 1), np.float32)
+        outs = []
+        with self._lock:  # interpreters are not thread-safe
+            for start in range(0, n, self.buckets[-1]):
+                outs.append(self._run_bucket(batch[start:start + self.buckets[-1]]))
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def _run_bucket(self, chunk: np.ndarray) -> np.ndarray:
+        n = len(chunk)
+        bucket = self.bucket_for(n)
+        it = self._interpreter(bucket)
+        inp = it.get_input_details()[0]
+        out = it.get_output_details()[0]
+        if n < bucket:
+            pad = np.zeros((bucket - n, *chunk.shape[1:]), np.float32)
+            chunk = np.concatenate([chunk, pad])
+        dtype = np.dtype(inp["dtype"])
+        if dtype in (np.int8, np.uint8):
+            chunk = quantize(chunk, inp["quantization"], dtype)
+        it.set_tensor(inp["index"], chunk)
+        it.invoke()
+        y = it.get_tensor(out["index"])[:n]
+        if np.dtype(out["dtype"]) in (np.int8, np.uint8):
+            return dequantize(y, out["quantization"])
+        return y.astype(np.float32, copy=True)
+
+    def close(self) -> None:
+        self._interpreters.clear()
+
+
+def _litert_factory() -> Callable[..., Any]:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    try:  # a training box may have TensorFlow but not LiteRT; never the other way round on the edge
+        import tensorflow as tf  # noqa: F401
+        return tf.lite.Interpreter
+    except ImportError:
+        raise BackendError("the litert backend needs ai-edge-litert: pip install ai-edge-litert") from None
+
+
+ORT_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class OrtBackend(BackendBase):
+    """ONNX Runtime on CPU, CUDA or TensorRT.
+
+    A requested provider that this onnxruntime build lacks (or that fails to load its libraries)
+    is logged as a WARNING naming it, and the session runs on what is left (CPU last): never a
+    silent fallback. On a GPU provider, inputs and outputs go through IO binding so the copy to
+    and from the device happens once per batch.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, spec: ModelSpec, device: str = "cpu",
+                 threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.spec = spec
+        if device not in ORT_PROVIDERS:
+            raise ConfigError(unknown("device", device, DEVICES))
+        self.requested = device
+        available = set(ort.get_available_providers())
+        wanted = ORT_PROVIDERS[device]
+        missing = [p for p in wanted if p not in available]
+        providers = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        for p in missing:
+            log.warning("onnxruntime provider %s was requested (--device %s) but this onnxruntime build lacks it "
+                        "(available: %s); falling back to %s", p, device, ", ".join(sorted(available)),
+                        providers[0])
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/NoSuchFile types
+            raise ModelError(f"{self.path}: onnxruntime cannot load this model ({first_line(e)})") from None
+        active = self.session.get_providers()
+        for p in providers:
+            if p not in active and p not in missing:
+                log.warning("onnxruntime provider %s is installed but failed to start (missing CUDA/cuDNN/"
+                            "TensorRT libraries?); running on %s", p, ", ".join(active))
+        self.providers = tuple(active)
+        self.device = "cpu" if active == ["CPUExecutionProvider"] else ("cuda" if "CUDAExecutionProvider" in active[:1]
+                                                                       else active[0])
+        i = self.session.get_inputs()[0]
+        shape = tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape)
+        self._check_model_shape(shape, self.path)
+        self.input_spec = InputSpec(i.name, (None,) + shape[1:], _ort_dtype(i.type))
+        self._output = self.session.get_outputs()[0].name
+        self._fixed_batch = shape[0]
+        self._binding = self.session.io_binding() if self.device != "cpu" else None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        batch = self._check_batch(batch)
+        n = len(batch)
+        if n == 0:
+            return np.zeros((0, len(self.spec.labels) or 1), np.float32)
+        if self._fixed_batch is not None and n != self._fixed_batch:
+            # A model exported with a fixed batch: run it image group by image group.
+            return np.concatenate([self.run(batch[i:i + self._fixed_batch]) for i in range(0, n, self._fixed_batch)])
+        if self._binding is not None:
+            self._binding.bind_cpu_input(self.input_spec.name, batch)
+            self._binding.bind_output(self._output, "cpu")
+            self.session.run_with_iobinding(self._binding)
+            y = self._binding.copy_outputs_to_cpu()[0]
+        else:
+            y = self.session.run([self._output], {self.input_spec.name: batch})[0]
+        return np.asarray(y, np.float32)
+
+    def close(self) -> None:
+        self._binding = None
+
+
+def _ort_dtype(t: str) -> str:
+    return {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+            "tensor(int8)": "int8"}.get(t, t)
+
+
+class KerasBackend(BackendBase):
+    """A `.keras` model run with Keras itself: the reference the exported models are checked
+    against, never the fast path. Loaded in safe mode (no Lambda-layer code from a file)."""
+
+    name = "keras"
+
+    def __init__(self, path: str | os.PathLike, spec: ModelSpec, threads: int | None = None) -> None:
+        try:
+            import keras
+        except ImportError:
+            raise BackendError("the keras backend needs Keras: pip install 'edgecv[train]'") from None
+        self.path = Path(path)
+        self.spec = spec
+        try:
+            self.model = keras.saving.load_model(str(self.path), compile=False, safe_mode=True)
+        except Exception as e:  # Keras raises ValueError/TypeError/OSError for bad files
+            raise ModelError(f"{self.path}: Keras cannot load this model ({first_line(e)})") from None
+        shape = tuple(self.model.inputs[0].shape)
+        self._check_model_shape(shape, self.path)
+        self.input_spec = InputSpec(self.model.inputs[0].name, (None,) + shape[1:], "float32")
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        batch = self._check_batch(batch)
+        if len(batch) == 0:
+            return np.zeros((0, len(self.spec.labels) or 1), np.float32)
+        # A direct call, not predict(): predict costs ~60 ms of set-up per call (TOOLCHAIN.md).
+        y = self.model(batch, training=False)
+        if isinstance(y, (list, tuple)):
+            y = y[0]
+        return np.asarray(y, np.float32)
+
+    def close(self) -> None:
+        self.model = None
+
+
+def resolve_backend(path: Path, backend: str | None) -> str:
+    """The backend for a model file: the one asked for (checked against the suffix), else by suffix."""
+    suffix = path.suffix.lower()
+    if backend is None:
+        if suffix not in SUFFIX_BACKEND:
+            raise ConfigError(f"{path}: cannot tell the backend from suffix {suffix!r}; "
+                              f"expected one of {', '.join(SUFFIX_BACKEND)}")
+        return SUFFIX_BACKEND[suffix]
+    if backend not in BACKENDS:
+        raise ConfigError(unknown("backend", backend, BACKENDS))
+    if suffix not in BACKEND_SUFFIXES[backend]:
+        raise ConfigError(f"backend {backend!r} runs {', '.join(BACKEND_SUFFIXES[backend])} files; got {path.name}")
+    return backend
+
+
+def open_backend(path: str | os.PathLike, backend: str | None = None, device: str = "cpu",
+                 threads: int | None = None, spec: ModelSpec | None = None) -> BackendBase:
+    """Open a model file for inference; the backend follows the suffix unless `backend` names one.
+
+    device is cpu|cuda|tensorrt (onnxruntime only; the others run on the CPU and say so).
+    Raises ConfigError, ModelError, ModelSpecError or BackendError.
+    """
+    path = Path(path)
+    if device not in DEVICES:
+        raise ConfigError(unknown("device", device, DEVICES))
+    if threads is not None and int(threads) < 1:
+        raise ConfigError(f"threads must be a positive int; got {threads!r}")
+    name = resolve_backend(path, backend)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    spec = spec or load_spec(path)
+    if name != "onnxruntime" and device != "cpu":
+        log.warning("device %r was requested but the %s backend runs on the CPU only; running on cpu", device, name)
+    if name == "litert":
+        return LiteRTBackend(path, spec, threads=threads)
+    if name == "onnxruntime":
+        return OrtBackend(path, spec, device=device, threads=threads)
+    return KerasBackend(path, spec, threads=threads)

@@ -1,0 +1,217 @@
+"""Training a classifier from a TrainConfig into a run directory.
+
+RUN/ config.yaml (resolved config), model.keras (best validation), spec.json (ModelSpec),
+history.json + curves.png (every epoch), eval.json (test split), ckpt/ (per-epoch, for --resume).
+Keras 3 APIs only, so the same code trains on TensorFlow here and on JAX on a GPU machine.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecv.data import load, split
+from edgecv.errors import ConfigError, DataError
+from edgecv.preprocess import apply_chain, default_chain
+from edgecv.spec import ModelSpec, atomic_write_text, file_sha256
+
+from .config import DATA_DEFAULTS, TrainConfig
+
+log = logging.getLogger("edgecv.train")
+
+
+def make_optimizer(cfg: TrainConfig):
+    import keras
+    o = cfg.optimizer
+    kw: dict[str, Any] = {"learning_rate": cfg.lr}
+    if cfg.weight_decay:
+        kw["weight_decay"] = cfg.weight_decay
+    if o == "sgd":
+        return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=cfg.nesterov, **kw)
+    cls = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
+           "adagrad": keras.optimizers.Adagrad, "adadelta": keras.optimizers.Adadelta,
+           "nadam": keras.optimizers.Nadam}[o]
+    return cls(**kw)
+
+
+def _pydataset():
+    import keras
+    return keras.utils.PyDataset
+
+
+class ArraySequence(_pydataset()):
+    """In-memory batches: reshuffled every epoch, augmented on the fly, with per-sample weights."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augment=None,
+                 class_weight: dict[int, float] | None = None, seed: int = 0, **kw):
+        super().__init__(**kw)
+        self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
+        self.w = None if class_weight is None else np.array([class_weight[int(c)] for c in y], np.float32)
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self):
+        return int(np.ceil(len(self.x) / self.batch_size))
+
+    def __getitem__(self, i):
+        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        xb = self.x[idx]
+        if self.augment is not None:
+            xb = self.augment(xb, self.rng)
+        if self.w is None:
+            return xb, self.y[idx]
+        return xb, self.y[idx], self.w[idx]
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.x))
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill data-set defaults (input size, colour, resize mode) the user did not set."""
+    defaults = DATA_DEFAULTS.get(Path(str(cfg.data)).name if cfg.data not in DATA_DEFAULTS else cfg.data, {})
+    if cfg.input_size is None:
+        cfg.input_size = list(defaults.get("input_size", [32, 32]))
+    if cfg.colour is None:
+        cfg.colour = defaults.get("colour", "bgr")
+    if cfg.resize == "stretch" and "resize" in defaults:
+        cfg.resize = defaults["resize"]
+    return cfg.validate()
+
+
+def class_weights(y: np.ndarray, n: int) -> dict[int, float]:
+    """Inverse-frequency weights, normalised so the weighted sample count is unchanged."""
+    counts = np.bincount(y, minlength=n).astype(np.float64)
+    if (counts == 0).any():
+        raise DataError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no training images")
+    w = counts.sum() / (n * counts)
+    return {i: float(w[i]) for i in range(n)}
+
+
+def load_splits(cfg: TrainConfig):
+    """(train, val, test) ImageSets; test is None when the split has none."""
+    ds = load(cfg.data)
+    if ds.kind != "classify":
+        raise DataError(f"{cfg.data} is a {ds.kind} data set; `train classify` needs class labels")
+    method = cfg.split or ds.split_info
+    tr, va = split(ds, "train", method), split(ds, "val", method)
+    te = split(ds, "test", method)
+    if cfg.max_train:
+        rng = np.random.default_rng(cfg.seed)
+        tr = tr.subset(np.sort(rng.permutation(len(tr))[:cfg.max_train]))
+    for part, s in (("train", tr), ("val", va)):
+        if len(s) == 0:
+            raise DataError(f"{cfg.data}: the {part} split is empty")
+    return ds, tr, va, (te if len(te) else None), method
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train per `cfg`; returns the run directory."""
+    import keras
+
+    from .augment import PRESETS
+    from .callbacks import (BestCheckpoint, EpochCheckpoint, LRSchedule, TrainingMonitor,
+                            latest_checkpoint, save_model_atomic)
+    from .nets import create_model
+    from .schedules import make_schedule
+
+    cfg = resolve(cfg)
+    run = Path(cfg.out)
+    ckpt_dir = run / "ckpt"
+    resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        raise ConfigError(f"--resume: no complete checkpoint in {ckpt_dir}")
+    if not cfg.resume and (run / "model.keras").exists():
+        raise ConfigError(f"{run} already holds a trained model; use another --out or --resume")
+    if cfg.aug not in PRESETS:
+        from edgecv.errors import unknown
+        raise ConfigError(unknown("augmentation preset", cfg.aug, PRESETS))
+    run.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+
+    t0 = time.monotonic()
+    ds, tr, va, te, method = load_splits(cfg)
+    h, w = cfg.input_size
+    shape = (h, w, 1 if cfg.colour == "gray" else 3)
+    chain = default_chain(shape, mode=cfg.resize, colour=cfg.colour)
+
+    def transform(imgs):
+        return apply_chain(imgs, chain, shape)
+
+    xtr, ytr = tr.load_arrays(transform)
+    xva, yva = va.load_arrays(transform)
+    if cfg.mean:
+        means = xtr.reshape(-1, shape[2]).mean(axis=0).astype(np.float64).tolist()
+        chain.append({"op": "mean", "values": means})
+        xtr -= np.asarray(means, np.float32)
+        xva -= np.asarray(means, np.float32)
+    classes = len(ds.label_names)
+    skipped = len(tr.skipped) + len(va.skipped)
+    log.info("data %s: %d train, %d val%s (%.1fs)%s", cfg.data, len(xtr), len(xva),
+             f", {len(te)} test" if te is not None else "", time.monotonic() - t0,
+             f"; {skipped} unreadable image(s) skipped" if skipped else "")
+    atomic_write_text(run / "config.yaml", cfg.to_yaml())
+
+    schedule = make_schedule(cfg.schedule, cfg.lr, cfg.epochs, **cfg.schedule_kw)
+    initial_epoch, history, best, best_epoch = 0, [], None, None
+    if resume_from is not None:
+        path, state = resume_from
+        model = keras.saving.load_model(path, safe_mode=True)
+        initial_epoch, history, best, best_epoch = (state["epoch"], state["history"], state["best"],
+                                                    state.get("best_epoch"))
+        log.info("resuming from %s (epoch %d, lr %.3g)", path.name, initial_epoch, schedule(initial_epoch))
+    else:
+        model = create_model(cfg.arch, shape, classes, **cfg.model_kw)
+        model.compile(optimizer=make_optimizer(cfg), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+
+    monitor = TrainingMonitor(run, history)
+    mode = "min" if "loss" in cfg.monitor else "max"
+    best_ckpt = BestCheckpoint(run / "model.keras", cfg.monitor, mode, best)
+    best_ckpt.best_epoch = best_epoch
+    callbacks = [LRSchedule(schedule), monitor, best_ckpt, EpochCheckpoint(ckpt_dir, best_ckpt, monitor)]
+    cw = class_weights(ytr, classes) if cfg.class_weight else None
+    seq = ArraySequence(xtr, ytr, cfg.batch_size, PRESETS[cfg.aug], cw, seed=cfg.seed + initial_epoch)
+    t_fit = time.monotonic()
+    if initial_epoch < cfg.epochs:
+        model.fit(seq, validation_data=(xva, yva), epochs=cfg.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    fit_s = time.monotonic() - t_fit
+    if not (run / "model.keras").exists():  # the metric never improved from its start value
+        save_model_atomic(model, run / "model.keras")
+
+    best_model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    name = cfg.name or run.name
+    spec = ModelSpec(name=name, task=cfg.task, input_shape=shape, colour=cfg.colour, preprocess=chain,
+                     labels=ds.label_names, arch=cfg.arch, source_hash=file_sha256(run / "model.keras"),
+                     data={"dataset": str(cfg.data), "split": {k: v for k, v in dict(method).items() if k != "parts"}},
+                     metrics={"best_epoch": best_ckpt.best_epoch, cfg.monitor: best_ckpt.best})
+    report: dict[str, Any] = {"model": str(run / "model.keras"), "fit_seconds": round(fit_s, 1),
+                              "epochs": cfg.epochs, "best_epoch": best_ckpt.best_epoch}
+    from edgecv.scores import classification_report
+    val_probs = best_model.predict(xva, batch_size=256, verbose=0)
+    report["val"] = classification_report(val_probs, yva, ds.label_names)
+    if te is not None:
+        xte, yte = te.load_arrays(lambda imgs: apply_chain(imgs, chain, shape))
+        report["test"] = classification_report(best_model.predict(xte, batch_size=256, verbose=0), yte,
+                                               ds.label_names)
+    metrics = dict(spec.metrics)
+    metrics["val_accuracy"] = report["val"]["accuracy"]
+    if "test" in report:
+        metrics["test_accuracy"] = report["test"]["accuracy"]
+        metrics["test_n"] = report["test"]["n"]
+    spec = spec.replace(metrics=metrics)
+    spec.save(run / "spec.json")
+    atomic_write_text(run / "eval.json", json.dumps(report, indent=1))
+    summary = {"run": str(run), "epochs": cfg.epochs, "fit_seconds": round(fit_s, 1),
+               "val_accuracy": round(report["val"]["accuracy"], 4)}
+    if "test" in report:
+        summary["test_accuracy"] = round(report["test"]["accuracy"], 4)
+    if skipped:
+        summary["skipped_images"] = skipped
+    print(json.dumps(summary))
+    return run
