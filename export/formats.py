@@ -98,3 +98,6 @@ def table() -> str:
     """The table as text, for `--help`."""
     rows = [f"  {v.fmt:<7} {v.quant:<8} {v.description}" for v in VARIANTS]
     return "\n".join(["  format  quant    what", *rows])
+
+
+QUANTS_ALL: tuple[str, ...] = tuple(dict.fromkeys(v.quant for v in VARIANTS))

@@ -7,6 +7,7 @@ calibrator cannot read, and the SavedModel route keeps the batch dimension dynam
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
     """TFLite flatbuffer bytes for a Keras model at precision `quant`."""
     import tensorflow as tf
 
+    # SavedModel export logs "Assets written to ..." at INFO, which the CLI's logging would show.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     saved = Path(workdir) / "saved_model"
     sig = tf.TensorSpec((None, *spec.input_shape), tf.float32, name=INPUT_NAME)
     try:

@@ -96,7 +96,8 @@ def _hash_bucket(key: str) -> float:
 def split(ds: ImageSet, which: str, method: Mapping[str, Any] | None = None) -> ImageSet:
     """One split of a data set.
 
-    "hash" (the default for file data sets): a file's split follows from the SHA-1 of its name,
+    "hash" (the default for file data sets): a file's split follows from the SHA-1 of its folder
+    and file name,
     so it never changes when files are added or removed, or on another machine.
     "official" data sets (MNIST, CIFAR-10) keep their test set; val is a seeded 10% of train.
     """
@@ -121,7 +122,8 @@ def split(ds: ImageSet, which: str, method: Mapping[str, Any] | None = None) -> 
     if ds.in_memory:
         keys = [f"{ds.name}:{i}" for i in range(len(ds))]
     else:
-        keys = [p.name for p in ds.images]
+        # Class folder + file name: SMILES reuses numbers across its two folders.
+        keys = [f"{p.parent.name}/{p.name}" for p in ds.images]
     b = np.array([_hash_bucket(k) for k in keys])
     mask = {"test": b < test, "val": (b >= test) & (b < test + val), "train": b >= test + val}[which]
     return ds.subset(np.flatnonzero(mask))

@@ -1,1 +1,43 @@
-"""Pretrained models shipped inside the package (see the model cards beside them)."""
+"""Pretrained models shipped inside the package, each with a model card (NAME.md) beside it.
+
+A name resolves to its artefact by preference: int8 TFLite (smallest, LiteRT), then ONNX.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ModelError, unknown
+
+ZOO_DIR = Path(__file__).resolve().parent
+PREFERENCE = (".int8.tflite", ".tflite", ".int8.onnx", ".onnx")
+
+
+def names() -> list[str]:
+    found = set()
+    for p in ZOO_DIR.iterdir():
+        for suf in PREFERENCE:
+            if p.name.endswith(suf):
+                found.add(p.name[: -len(suf)])
+    return sorted(found)
+
+
+def artefacts(name: str) -> list[Path]:
+    return [ZOO_DIR / f"{name}{suf}" for suf in PREFERENCE if (ZOO_DIR / f"{name}{suf}").exists()]
+
+
+def resolve(name: str, suffix: str | None = None) -> Path:
+    """Path of shipped model `name`; `suffix` (".onnx", ".tflite") picks a format."""
+    found = artefacts(name)
+    if not found:
+        raise ModelError(unknown("shipped model", name, names() or ["(none shipped)"]))
+    if suffix:
+        for p in found:
+            if p.suffix == suffix:
+                return p
+        raise ModelError(f"shipped model {name!r} has no {suffix} artefact; it has: "
+                         + ", ".join(p.name for p in found))
+    return found[0]
+
+
+def is_shipped(name: str) -> bool:
+    return "/" not in name and "." not in name and bool(artefacts(name))

@@ -1,0 +1,78 @@
+"""`edgecv export`: the command-line face of edgecv.export. TensorFlow is imported only when an
+export runs, so registering the command costs nothing."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .calibration import DEFAULT_CALIB_SIZE
+from .check import DEFAULT_MAX_DROP
+from .formats import FORMATS, QUANTS_ALL, table
+
+EXAMPLES = f"""variants:
+{table()}
+
+examples:
+  edgecv export runs/mnist-lenet --format tflite --quant int8 --out out/lenet-int8.tflite
+  edgecv export runs/mnist-lenet --format onnx --quant int8 --calib mnist --calib-size 512 --out out/
+  edgecv export model.keras --format onnx --check data/holdout --max-drop 0.5 --out model.onnx
+  edgecv export runs/mnist-lenet --all --out out/lenet
+
+--calib defaults to the training split recorded in the model's spec, --check to its validation
+split; any other data set is used whole. Each artefact gets PATH.spec.json and PATH.report.json;
+one that loses more than --max-drop accuracy points is not written (exit 1).
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a trained model to TFLite / ONNX (fp32, fp16, dynamic, int8)",
+                       description=__doc__.split("\n")[0].replace("`", ""), epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help="a run directory (RUN/model.keras + spec.json) or a .keras file")
+    what = p.add_mutually_exclusive_group(required=True)
+    # Choices are checked against the format table (not argparse `choices`), so a typo gets the
+    # allowed set for that format and the close matches.
+    what.add_argument("--format", dest="fmt", metavar="FMT", help=f"one of: {', '.join(FORMATS)}")
+    what.add_argument("--all", action="store_true", help="every supported format x precision into the --out folder")
+    p.add_argument("--quant", default=None, metavar="Q",
+                   help=f"one of: {', '.join(QUANTS_ALL)} (default fp32; with --all, only this precision)")
+    p.add_argument("--calib", metavar="DATA", help="calibration data: data set name, path, or a preprocessed .npy")
+    p.add_argument("--calib-size", type=int, default=DEFAULT_CALIB_SIZE, metavar="N",
+                   help=f"calibration samples (default {DEFAULT_CALIB_SIZE})")
+    p.add_argument("--check", metavar="DATA", help="labelled held-out data for the accuracy gate")
+    p.add_argument("--check-size", type=int, default=None, metavar="N", help="check on N random samples (default all)")
+    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="PTS",
+                   help=f"largest allowed accuracy drop in points (default {DEFAULT_MAX_DROP:g})")
+    p.add_argument("--out", required=True, metavar="PATH", help="output file (or folder; a folder with --all)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .api import export, export_all
+    from .check import AccuracyGateError, summary_table
+    from .formats import get_variant, variants
+
+    if args.all:
+        chosen = variants()
+        if args.quant is not None:
+            chosen = [v for v in chosen if v.quant == args.quant] or [get_variant("onnx", args.quant)]
+        results = export_all(args.model, args.out, variants=chosen, calib=args.calib, calib_size=args.calib_size,
+                             check=args.check, check_size=args.check_size, max_drop=args.max_drop)
+        print(summary_table([r.report for r in results if r.report is not None]))
+        failed = [r for r in results if not r.passed]
+        for r in failed:
+            print(f"{r.variant.key}: {r.error}")
+        print(f"{len(results) - len(failed)} of {len(results)} variants written to {Path(args.out)}")
+        return 1 if failed else 0
+    quant = args.quant or "fp32"
+    get_variant(args.fmt, quant)      # a bad pair fails here, before TensorFlow loads
+    try:
+        result = export(args.model, args.fmt, quant, out=args.out, calib=args.calib,
+                        calib_size=args.calib_size, check=args.check, check_size=args.check_size,
+                        max_drop=args.max_drop)
+    except AccuracyGateError as e:
+        print(e.report.text())
+        raise
+    print(result.report.text())
+    print(f"wrote {result.path}, {result.spec_path.name}, {result.report_path.name}")
+    return 0

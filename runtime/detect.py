@@ -1,0 +1,132 @@
+"""Face detectors for the pipeline's optional detect stage, behind one small protocol.
+
+A detector takes a full-resolution HxWx3 uint8 BGR frame and returns boxes in that frame's pixels.
+Both built-ins detect on a downscaled copy (detection is the pipeline's bottleneck) and map the
+boxes back. Detector objects are not shared between threads: the pipeline builds one per worker
+through `make_detector`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from edgecv.errors import ConfigError, ModelError, unknown
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in frame pixels (x, y = top-left corner) with the detector's score."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float = 1.0
+
+    def clip(self, width: int, height: int) -> "Box | None":
+        x0, y0 = max(0, self.x), max(0, self.y)
+        x1, y1 = min(width, self.x + self.w), min(height, self.y + self.h)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return None
+        return Box(x0, y0, x1 - x0, y1 - y0, self.score)
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        return image[self.y:self.y + self.h, self.x:self.x + self.w]
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        """HxWx3 uint8 BGR frame -> boxes in its pixels."""
+        ...
+
+
+def downscale(image: np.ndarray, width: int | None) -> tuple[np.ndarray, float]:
+    """Resize to `width` (keeping aspect) when wider; returns the image and the factor back to full size."""
+    h, w = image.shape[:2]
+    if not width or w <= width:
+        return image, 1.0
+    f = width / w
+    small = cv2.resize(image, (width, max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return small, w / width
+
+
+class HaarFaceDetector:
+    """OpenCV's frontal-face Haar cascade (the books' detector) on a gray frame `width` pixels wide."""
+
+    name = "haar"
+
+    def __init__(self, width: int | None = 300, scale_factor: float = 1.1, min_neighbors: int = 5,
+                 min_size: tuple[int, int] = (30, 30), cascade: str | None = None) -> None:
+        path = cascade or os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+        self.cascade = cv2.CascadeClassifier(path)
+        if self.cascade.empty():
+            raise ModelError(f"cannot load Haar cascade {path}")
+        self.width, self.scale_factor, self.min_neighbors = width, scale_factor, min_neighbors
+        self.min_size = tuple(min_size)
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        small, f = downscale(image, self.width)
+        gray = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        rects = self.cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                              minSize=self.min_size)
+        return [Box(round(x * f), round(y * f), round(w * f), round(h * f)) for x, y, w, h in rects]
+
+
+class YuNetFaceDetector:
+    """YuNet (cv2.FaceDetectorYN, OpenCV Zoo) on a BGR frame `width` pixels wide: faster than Haar on
+    large frames and finds turned and small faces."""
+
+    name = "yunet"
+
+    def __init__(self, model: str | os.PathLike | None = None, width: int | None = 320,
+                 score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 500) -> None:
+        if model is None:
+            from edgecv.data import resource_path
+
+            model = resource_path("yunet", "models/face_detection_yunet_2023mar.onnx")
+        if not os.path.isfile(model):
+            raise ModelError(f"YuNet model not found: {model}")
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(model), "", (320, 320), score_threshold, nms_threshold, top_k)
+        except cv2.error as e:
+            raise ModelError(f"{model}: cv2.FaceDetectorYN cannot load it ({str(e).strip().splitlines()[-1]})") from None
+        self.width = width
+        self._size: tuple[int, int] | None = None
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        small, f = downscale(image, self.width)
+        if small.ndim == 2:
+            small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
+        size = (small.shape[1], small.shape[0])
+        if size != self._size:
+            self.net.setInputSize(size)
+            self._size = size
+        _, faces = self.net.detect(small)
+        if faces is None:
+            return []
+        # Each row: x, y, w, h, 5 landmark pairs, score.
+        return [Box(round(r[0] * f), round(r[1] * f), round(r[2] * f), round(r[3] * f), float(r[14])) for r in faces]
+
+
+DETECTORS: dict[str, Callable[..., Any]] = {"haar": HaarFaceDetector, "yunet": YuNetFaceDetector}
+
+
+def register_detector(name: str, factory: Callable[..., Detector]) -> None:
+    """Plug in another detector: `factory(**options)` must return an object with `detect(image)`."""
+    DETECTORS[name] = factory
+
+
+def make_detector(name: str, **options: Any) -> Detector:
+    if name not in DETECTORS:
+        raise ConfigError(unknown("detector", name, [*DETECTORS, "none"]))
+    return DETECTORS[name](**options)

@@ -1,0 +1,73 @@
+"""What the pipeline hands to sinks: a frame with its detections, labels, scores and timings."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgecv.spec import ModelSpec
+
+from .annotate import annotate
+from .detect import Box
+from .sources import Frame
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One classified region: box in frame pixels (the whole frame when there is no detector)."""
+
+    box: Box
+    label: str
+    label_index: int
+    score: float
+
+
+@dataclass
+class FrameResult:
+    """A processed frame. frame.image is HxWx3 uint8 BGR; timings_ms per stage for this frame."""
+
+    frame: Frame
+    detections: list[Detection]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    fps: float = 0.0
+    _annotated: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def source_id(self) -> str:
+        return self.frame.source_id
+
+    def annotated(self) -> np.ndarray:
+        """The frame with boxes and labels drawn (computed once, shared by the sinks)."""
+        if self._annotated is None:
+            dets = self.detections
+            self._annotated = annotate(self.frame.image, [d.box.as_list() for d in dets],
+                                       [f"{d.label} {d.score:.2f}" for d in dets], [d.label_index for d in dets])
+        return self._annotated
+
+    def to_event(self) -> dict[str, Any]:
+        """The JSON-lines record of this frame."""
+        h, w = self.frame.image.shape[:2]
+        return {"source": self.frame.source_id, "frame": self.frame.index,
+                "t_capture": round(self.frame.t_capture, 6), "width": w, "height": h,
+                "detections": [{"box": d.box.as_list(), "label": d.label, "score": round(d.score, 5),
+                                "detector_score": round(d.box.score, 5)} for d in self.detections],
+                "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
+
+
+def postprocess(spec: ModelSpec, outputs: np.ndarray) -> list[tuple[str, int, float]]:
+    """NxK float32 model outputs -> (label, index, score) per row. A single sigmoid column is read as
+    the probability of label 1; otherwise the arg-max. Labels default to the class index."""
+    labels: Sequence[str] = spec.labels
+    out = []
+    outputs = np.asarray(outputs, np.float32).reshape(len(outputs), -1)
+    for row in outputs:
+        if row.shape[0] == 1:
+            p = float(row[0])
+            i = int(p >= 0.5)
+            score = p if i else 1.0 - p
+        else:
+            i = int(np.argmax(row))
+            score = float(row[i])
+        out.append((labels[i] if i < len(labels) else str(i), i, score))
+    return out

@@ -1,0 +1,436 @@
+"""Frame sources: camera index, video file, network URL, image file/folder/glob, synthetic.
+
+Each Source reads in its own thread into a bounded queue with an explicit policy: `latest` (live:
+when the consumer falls behind the oldest queued frame is dropped and counted) or `every` (files:
+nothing is dropped, the reader waits instead). Live sources that break reconnect with capped
+exponential backoff. `stop()` works from every state, also while a source is still connecting.
+
+Source strings (`parse_source`):
+  0, 1, ...                 camera index
+  path/to/video.mp4         video file (anything OpenCV's FFmpeg backend decodes)
+  video:smile.mp4           a video of the `videos` data set (EDGECV_DATA mirror or cache)
+  rtsp://.. http://.. ...   network stream
+  image.jpg | folder/ | 'frames/*.png'   still images, in sorted order
+  synthetic://640x480?frames=100&fps=30  a generated test pattern
+"""
+from __future__ import annotations
+
+import glob as globmod
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qs, urlparse
+
+import cv2
+import numpy as np
+
+from edgecv.errors import ConfigError, DataError, EdgecvError, SourceError, unknown
+from edgecv.images import is_image_path, list_images, read_image
+
+log = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+POLICIES = ("latest", "every")
+# How long a network open or read may block: bounds how long stop() can wait on a dead stream.
+NETWORK_TIMEOUT_MS = 5000
+
+
+class SourceState(str, Enum):
+    CREATED = "created"
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"        # the stream finished (end of file, last image)
+    STOPPED = "stopped"    # stop() was asked for
+    FAILED = "failed"      # could not open, and not a source that retries
+
+
+TERMINAL = (SourceState.ENDED, SourceState.STOPPED, SourceState.FAILED)
+
+
+class Policy(str, Enum):
+    LATEST = "latest"
+    EVERY = "every"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: image is HxWx3 uint8 BGR; index counts decoded frames of its source from 0;
+    t_capture is time.monotonic() when it was read; decode_s the time the read took."""
+
+    source_id: str
+    index: int
+    t_capture: float
+    image: np.ndarray = field(repr=False)
+    decode_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: initial, doubled after each failure, capped; reset after a good frame."""
+
+    initial_s: float = 0.5
+    max_s: float = 10.0
+    factor: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        d = self.initial_s
+        while True:
+            yield d
+            d = min(self.max_s, d * self.factor)
+
+
+# --- readers: the blocking I/O a Source thread drives ----------------------------------------------
+class Reader:
+    """open() raises SourceError; read() returns HxWx3 uint8 BGR or None at the end or on a broken stream."""
+
+    live = False        # a live stream reconnects when it breaks; a file ends
+    retry_first_open = False
+    fps: float = 0.0
+    expected_frames: int | None = None
+
+    def open(self) -> None: ...
+
+    def read(self) -> np.ndarray | None: ...
+
+    def close(self) -> None: ...
+
+
+class CaptureReader(Reader):
+    """cv2.VideoCapture on a camera index, video file or network URL."""
+
+    def __init__(self, target: int | str, kind: str) -> None:
+        self.target = target
+        self.kind = kind  # camera | file | network
+        self.live = kind in ("camera", "network")
+        self.retry_first_open = kind == "network"
+        self.cap: cv2.VideoCapture | None = None
+        self._first: np.ndarray | None = None
+
+    def open(self) -> None:
+        if self.kind == "network":
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                      NETWORK_TIMEOUT_MS]
+            cap = cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG, params)
+        elif self.kind == "file":
+            cap = cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG)
+        else:
+            cap = cv2.VideoCapture(int(self.target))
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(self._why_not())
+        # Probe one frame now: a file that opens but decodes nothing is an error at start, not an empty run.
+        ok, image = cap.read()
+        if not ok or image is None:
+            cap.release()
+            raise SourceError(self._why_not(opened=True))
+        self._first = image
+        self.cap = cap
+        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        if self.kind == "file":
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            self.expected_frames = n if n > 0 else None
+
+    def _why_not(self, opened: bool = False) -> str:
+        if self.kind == "camera":
+            return f"camera {self.target} could not be opened (no such device, or it is busy)"
+        if self.kind == "network":
+            return f"stream {self.target} could not be opened (not reachable or not a video stream)"
+        what = "opens but no frame decodes" if opened else "cannot be opened as a video"
+        return f"{self.target}: {what} (corrupt, or a codec this OpenCV build lacks)"
+
+    def read(self) -> np.ndarray | None:
+        if self._first is not None:
+            image, self._first = self._first, None
+            return image
+        if self.cap is None:
+            return None
+        ok, image = self.cap.read()
+        return image if ok and image is not None else None
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class ImageReader(Reader):
+    """Still images, one frame each, in the given order."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.expected_frames = len(paths)
+        self._i = 0
+
+    def open(self) -> None:
+        self._i = 0
+
+    def read(self) -> np.ndarray | None:
+        while self._i < len(self.paths):
+            path = self.paths[self._i]
+            self._i += 1
+            try:
+                return read_image(path)
+            except DataError as e:
+                # One bad file in a folder must not end the run: say which and go on.
+                log.warning("skipping %s", e)
+        return None
+
+
+class SyntheticReader(Reader):
+    """A moving test pattern (HxWx3 uint8 BGR) with the frame index drawn on it; paced when fps > 0."""
+
+    def __init__(self, width: int = 320, height: int = 240, frames: int | None = 100, fps: float = 0.0) -> None:
+        self.width, self.height, self.frames, self.fps = width, height, frames, fps
+        self.expected_frames = frames
+        self._i = 0
+        self._t0 = 0.0
+
+    def open(self) -> None:
+        self._i = 0
+        self._t0 = time.monotonic()
+
+    def read(self) -> np.ndarray | None:
+        if self.frames is not None and self._i >= self.frames:
+            return None
+        if self.fps > 0:
+            delay = self._t0 + self._i / self.fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        x = np.linspace(0, 255, self.width, dtype=np.float32)
+        image = np.empty((self.height, self.width, 3), np.uint8)
+        image[:, :, 0] = (x[None, :] + self._i * 4) % 256
+        image[:, :, 1] = np.linspace(0, 255, self.height, dtype=np.uint8)[:, None]
+        image[:, :, 2] = 128
+        cv2.putText(image, str(self._i), (10, self.height // 2), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
+        self._i += 1
+        return image
+
+
+# --- the threaded source ---------------------------------------------------------------------------
+class Source:
+    """A reader in its own thread feeding a bounded queue of Frames under a Policy."""
+
+    def __init__(self, reader: Reader, source_id: str = "s0", policy: Policy | str | None = None,
+                 queue_size: int = 4, backoff: Backoff = Backoff(), uri: str = "") -> None:
+        self.reader = reader
+        self.id = source_id
+        self.uri = uri or source_id
+        if policy is None:
+            policy = Policy.LATEST if reader.live else Policy.EVERY
+        if isinstance(policy, str) and policy not in POLICIES:
+            raise ConfigError(unknown("policy", policy, POLICIES))
+        self.policy = Policy(policy)
+        if queue_size < 1:
+            raise ConfigError(f"queue_size must be at least 1; got {queue_size}")
+        self.queue: queue.Queue[Frame] = queue.Queue(maxsize=queue_size)
+        self.backoff = backoff
+        self.state = SourceState.CREATED
+        self.error: str | None = None
+        self.decoded = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self.gaps_s: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # lifecycle
+    def start(self) -> "Source":
+        """Open (files, cameras, images: here, raising SourceError) and start the reading thread.
+        Network sources connect in their thread, so a stream that is down does not block start."""
+        with self._lock:
+            if self.state is not SourceState.CREATED:
+                raise SourceError(f"source {self.id} was already started (state {self.state.value})")
+            if not self.reader.retry_first_open:
+                self.state = SourceState.CONNECTING
+                try:
+                    self.reader.open()
+                except SourceError:
+                    self.state = SourceState.FAILED
+                    raise
+                self.state = SourceState.RUNNING
+            self._thread = threading.Thread(target=self._run, name=f"source-{self.id}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the thread to finish; safe from any state and any thread, also before start()."""
+        self._stop.set()
+        with self._lock:
+            if self._thread is None and self.state not in TERMINAL:
+                self.state = SourceState.STOPPED
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True when it has finished."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            return not t.is_alive()
+        return True
+
+    @property
+    def done(self) -> bool:
+        """Finished and every queued frame taken."""
+        return self.state in TERMINAL and self.queue.empty()
+
+    def get(self, timeout: float = 0.0) -> Frame | None:
+        try:
+            return self.queue.get(timeout=timeout) if timeout > 0 else self.queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    # the thread
+    def _run(self) -> None:
+        delays = self.backoff.delays()
+        opened = self.state is SourceState.RUNNING
+        last_frame_t: float | None = None
+        broke = False
+        try:
+            while not self._stop.is_set():
+                if not opened:
+                    self.state = SourceState.RECONNECTING if broke else SourceState.CONNECTING
+                    try:
+                        self.reader.open()
+                        opened = True
+                        self.state = SourceState.RUNNING
+                        continue
+                    except SourceError as e:
+                        self.error = str(e)
+                        delay = next(delays)
+                        log.warning("source %s: %s; retrying in %.1f s", self.id, e, delay)
+                        self._stop.wait(delay)
+                        continue
+                t0 = time.monotonic()
+                image = self.reader.read()
+                t1 = time.monotonic()
+                if image is None:
+                    if self.reader.live and not self._stop.is_set():
+                        self.reader.close()
+                        opened = False
+                        broke = True
+                        self.reconnects += 1
+                        log.warning("source %s: stream broke after frame %d; reconnecting", self.id, self.decoded)
+                        continue
+                    self._finish_file()
+                    return
+                if broke and last_frame_t is not None:
+                    self.gaps_s.append(t1 - last_frame_t)  # the outage as a consumer saw it
+                    log.info("source %s: reconnected after %.1f s", self.id, t1 - last_frame_t)
+                broke = False
+                delays = self.backoff.delays()
+                last_frame_t = t1
+                frame = Frame(self.id, self.decoded, t1, image, t1 - t0)
+                self.decoded += 1
+                self._put(frame)
+        except Exception as e:  # a reader bug must end this source visibly, not kill the thread silently
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("source %s failed: %s", self.id, self.error)
+            self.state = SourceState.FAILED
+            return
+        finally:
+            self.reader.close()
+            if self.state not in TERMINAL:
+                self.state = SourceState.STOPPED
+
+    def _finish_file(self) -> None:
+        expected = self.reader.expected_frames
+        if expected and self.decoded < expected and not self._stop.is_set():
+            log.warning("source %s: %s claims %d frames but only %d decoded; processed what decoded",
+                        self.id, self.uri, expected, self.decoded)
+        self.state = SourceState.ENDED
+
+    def _put(self, frame: Frame) -> None:
+        if self.policy is Policy.EVERY:
+            while not self._stop.is_set():
+                try:
+                    self.queue.put(frame, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+            return
+        while True:
+            try:
+                self.queue.put_nowait(frame)
+                return
+            except queue.Full:
+                try:
+                    self.queue.get_nowait()
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def stats(self) -> dict:
+        return {"uri": self.uri, "state": self.state.value, "policy": self.policy.value, "decoded": self.decoded,
+                "dropped": self.dropped, "reconnects": self.reconnects,
+                "max_gap_s": round(max(self.gaps_s), 3) if self.gaps_s else 0.0,
+                "expected_frames": self.reader.expected_frames, "error": self.error}
+
+
+# --- parsing source strings ------------------------------------------------------------------------
+def parse_source(text: str, source_id: str = "s0", policy: str | None = None, queue_size: int = 4) -> Source:
+    """A Source for one source string (see the module docstring). Raises SourceError / ConfigError."""
+    text = str(text).strip()
+    if not text:
+        raise SourceError("empty source string")
+    reader = make_reader(text)
+    return Source(reader, source_id, policy, queue_size=queue_size, uri=text)
+
+
+def make_reader(text: str) -> Reader:
+    if text.isdigit():
+        return CaptureReader(int(text), "camera")
+    scheme = urlparse(text).scheme.lower()
+    if scheme == "synthetic":
+        return _synthetic(text)
+    if scheme in NETWORK_SCHEMES:
+        return CaptureReader(text, "network")
+    if text.startswith("video:"):
+        from edgecv.data import resource_path
+
+        try:
+            path = resource_path("videos", "videos/" + text[len("video:"):])
+        except EdgecvError as e:
+            raise SourceError(f"source {text!r}: {e}") from None
+        return CaptureReader(str(path), "file")
+    if any(c in text for c in "*?["):
+        paths = sorted(Path(p) for p in globmod.glob(text, recursive=True) if is_image_path(p))
+        if not paths:
+            raise SourceError(f"no images match {text!r}")
+        return ImageReader(paths)
+    path = Path(text)
+    if path.is_dir():
+        paths = list_images(path)
+        if not paths:
+            raise SourceError(f"{path}: folder holds no images")
+        return ImageReader(paths)
+    if not path.exists():
+        raise SourceError(f"no such file: {text} (a source is a camera index, video file, image file/folder/glob, "
+                          f"{'/'.join(NETWORK_SCHEMES[:5])} URL, video:NAME or synthetic://WxH)")
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"{path}: permission denied")
+    if is_image_path(path):
+        return ImageReader([path])
+    return CaptureReader(str(path), "file")
+
+
+def _synthetic(text: str) -> SyntheticReader:
+    u = urlparse(text)
+    size = (u.netloc or u.path.lstrip("/") or "320x240").lower()
+    q = {k: v[-1] for k, v in parse_qs(u.query).items()}
+    try:
+        w, h = (int(v) for v in size.split("x"))
+        frames = int(q.get("frames", 100))
+        fps = float(q.get("fps", 0))
+        if w < 8 or h < 8 or not math.isfinite(fps) or fps < 0:
+            raise ValueError
+    except ValueError:
+        raise SourceError(f"bad synthetic source {text!r}; expected synthetic://WxH?frames=N&fps=F") from None
+    return SyntheticReader(w, h, frames if frames > 0 else None, fps)
