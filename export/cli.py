@@ -9,6 +9,9 @@ from .calibration import DEFAULT_CALIB_SIZE
 from .check import DEFAULT_MAX_DROP
 from .formats import FORMATS, QUANTS_ALL, table
 
+DESCRIPTION = ("Export a trained model (run directory or .keras) to TFLite or ONNX, optionally quantized, "
+               "with its ModelSpec embedded, and check it against the source model.")
+
 EXAMPLES = f"""variants:
 {table()}
 
@@ -26,7 +29,7 @@ one that loses more than --max-drop accuracy points is not written (exit 1).
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a trained model to TFLite / ONNX (fp32, fp16, dynamic, int8)",
-                       description=__doc__.split("\n")[0].replace("`", ""), epilog=EXAMPLES,
+                       description=DESCRIPTION, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="a run directory (RUN/model.keras + spec.json) or a .keras file")
     what = p.add_mutually_exclusive_group(required=True)

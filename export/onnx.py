@@ -48,6 +48,11 @@ def to_fp32(model: Any, spec: ModelSpec) -> bytes:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=sig, opset=OPSET)
     except Exception as e:
         raise ExportError(f"tf2onnx conversion failed: {first_line(e)}") from None
+    # tf2onnx names the free batch dimension "unk__NN"; a stable name reads better in tools.
+    for value in (*proto.graph.input, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
     return proto.SerializeToString()
 
 

@@ -1,0 +1,387 @@
+"""The streaming pipeline: sources -> [detector] -> crops -> preprocess (ModelSpec) -> batcher ->
+backend -> labels -> sinks, with metrics, and an explicit lifecycle.
+
+Threads: one per source (decode), a dispatcher (takes frames round-robin, keeps their order),
+`detect_workers` detect/preprocess workers, the batcher, and the sink thread (hands results to the
+sinks in each source's frame order, then finalises everything). `stop()` drains: sources stop,
+frames already read are finished and written, files are finalised, threads joined.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgecv.errors import BackendError, ConfigError, EdgecvError, SourceError
+from edgecv.preprocess import apply_chain
+
+from .backends import BackendBase, open_backend
+from .batcher import Batcher
+from .detect import Box, Detector, make_detector
+from .metrics import Metrics
+from .results import Detection, FrameResult, postprocess
+from .sinks import Sink, SinkSet
+from .sources import Frame, Source, parse_source
+
+log = logging.getLogger(__name__)
+
+
+class PipelineState(str, Enum):
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+# Allowed transitions; anything else is a bug in the caller's use of the API.
+TRANSITIONS = {
+    PipelineState.CREATED: {PipelineState.STARTING, PipelineState.STOPPED},
+    PipelineState.STARTING: {PipelineState.RUNNING, PipelineState.FAILED, PipelineState.DRAINING},
+    PipelineState.RUNNING: {PipelineState.DRAINING, PipelineState.FAILED},
+    PipelineState.DRAINING: {PipelineState.STOPPED, PipelineState.FAILED},
+    PipelineState.STOPPED: set(),
+    PipelineState.FAILED: set(),
+}
+
+
+@dataclass
+class _Job:
+    frame: Frame
+    fps: float
+    boxes: list[Box] = field(default_factory=list)
+    outputs: np.ndarray | None = None
+    error: BaseException | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+DetectorArg = str | Detector | Callable[[], Detector] | None
+
+
+class Pipeline:
+    """Run a model over one or more sources.
+
+    model: a model file (.tflite / .onnx / .keras) or an open backend (then the caller closes it).
+    sources: source strings (see edgecv.runtime.sources) or Source objects; ids are s0, s1, ...
+    detector: "haar", "yunet", "none"/None (the whole frame is classified), a Detector, or a
+      zero-argument factory (one detector per worker thread); detector_options go to the built-in.
+    max_batch / max_delay_ms: the batcher's limits. policy: latest|every for every source
+      (default: latest for live sources, every for files). max_frames: stop after that many frames.
+    """
+
+    def __init__(self, model: str | os.PathLike | BackendBase, sources: Sequence[str | Source], *,
+                 detector: DetectorArg = "haar", detector_options: dict[str, Any] | None = None,
+                 backend: str | None = None, device: str = "cpu", threads: int | None = None,
+                 max_batch: int = 32, max_delay_ms: float = 5.0, policy: str | None = None,
+                 queue_size: int = 4, sinks: Sequence[Sink] = (), detect_workers: int = 1,
+                 max_inflight: int | None = None, max_frames: int | None = None,
+                 metrics_interval: float = 0.0) -> None:
+        if not sources:
+            raise ConfigError("at least one source is needed")
+        if detect_workers < 1:
+            raise ConfigError(f"detect_workers must be at least 1; got {detect_workers}")
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"max_frames must be at least 1; got {max_frames}")
+        self._model = model
+        self._backend_args = dict(backend=backend, device=device, threads=threads)
+        self._source_args = list(sources)
+        self.policy, self.queue_size = policy, queue_size
+        self._detector_arg = detector
+        self.detector_options = dict(detector_options or {})
+        self.max_batch, self.max_delay_ms = max_batch, max_delay_ms
+        self.detect_workers = detect_workers
+        self.max_inflight = max_inflight or max(8, 4 * detect_workers)
+        self.max_frames = max_frames
+        self.metrics_interval = metrics_interval
+        self.sinks = SinkSet(sinks, on_error=self._sink_error)
+        self.metrics = Metrics()
+        self.state = PipelineState.CREATED
+        self.error: str | None = None
+        self.sources: list[Source] = []
+        self.backend: BackendBase | None = None
+        self._owns_backend = not isinstance(model, BackendBase)
+        self._state_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._jobs: deque[_Job] = deque()
+        self._jobs_cv = threading.Condition()
+        self._dispatch_done = False
+        self._slots = threading.Semaphore(self.max_inflight)
+        self._local = threading.local()
+        self._threads: list[threading.Thread] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self.batcher: Batcher | None = None
+        self._dispatched = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _set_state(self, new: PipelineState) -> bool:
+        with self._state_lock:
+            if new not in TRANSITIONS[self.state]:
+                return False
+            log.debug("pipeline %s -> %s", self.state.value, new.value)
+            self.state = new
+            return True
+
+    def start(self) -> "Pipeline":
+        """Open the model, sources and detector and start the threads. Raises EdgecvError subclasses;
+        on error everything opened so far is closed again."""
+        if not self._set_state(PipelineState.STARTING):
+            raise ConfigError(f"a pipeline starts once; this one is {self.state.value}")
+        try:
+            self.backend = self._model if isinstance(self._model, BackendBase) else open_backend(
+                self._model, **self._backend_args)
+            self._detector_for_thread()  # build one now: a bad detector fails here, not in a worker
+            for i, s in enumerate(self._source_args):
+                src = s if isinstance(s, Source) else parse_source(s, f"s{i}", self.policy, self.queue_size)
+                self.sources.append(src)
+            per_source_ids = {s.id for s in self.sources}
+            if len(per_source_ids) != len(self.sources):
+                raise ConfigError("source ids must be unique")
+            for src in self.sources:
+                src.start()
+        except BaseException:
+            self._abort_start()
+            raise
+        self.batcher = Batcher(self.backend.run, self.max_batch, self.max_delay_ms, on_batch=self.metrics.batch)
+        self._pool = ThreadPoolExecutor(self.detect_workers, thread_name_prefix="detect")
+        self.metrics.t_start = time.monotonic()
+        for target, name in ((self._dispatch, "dispatch"), (self._sink_loop, "sink")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            self._threads.append(t)
+            t.start()
+        self._set_state(PipelineState.RUNNING)
+        if self._stopping.is_set():  # stop() came while starting
+            self._set_state(PipelineState.DRAINING)
+        return self
+
+    def _abort_start(self) -> None:
+        for src in self.sources:
+            src.stop()
+        for src in self.sources:
+            src.join(2.0)
+        if self.backend is not None and self._owns_backend:
+            self.backend.close()
+        self.sinks.close()
+        with self._state_lock:
+            self.state = PipelineState.FAILED
+
+    def stop(self) -> None:
+        """Drain and finish: safe from any state and any thread (a signal handler too)."""
+        self._stopping.set()
+        for src in self.sources:
+            src.stop()
+        with self._state_lock:
+            if self.state is PipelineState.CREATED:
+                self.state = PipelineState.STOPPED
+                return
+        self._set_state(PipelineState.DRAINING)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the pipeline has finished (True) or timeout passes (False). Prints metrics
+        every metrics_interval seconds. Wakes often so signal handlers in the main thread run."""
+        if self.state is PipelineState.CREATED:
+            raise ConfigError("the pipeline was not started")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        next_print = time.monotonic() + self.metrics_interval if self.metrics_interval > 0 else None
+        for t in self._threads:
+            while t.is_alive():
+                t.join(0.2)
+                now = time.monotonic()
+                if next_print is not None and now >= next_print:
+                    log.info("%s", self.metrics.line())
+                    next_print = now + self.metrics_interval
+                if deadline is not None and now >= deadline:
+                    return False
+        return True
+
+    def run(self) -> dict[str, Any]:
+        """start(), wait for the end (or stop()), and return summary(). Raises BackendError when
+        inference failed."""
+        self.start()
+        self.wait()
+        if self.state is PipelineState.FAILED:
+            raise BackendError(self.error or "pipeline failed")
+        return self.summary()
+
+    def __enter__(self) -> "Pipeline":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.wait()
+
+    # -- threads --------------------------------------------------------------------------------
+    def _next_frame(self, rr: int) -> tuple[Frame | None, Source | None, int]:
+        n = len(self.sources)
+        if n == 1:
+            src = self.sources[0]
+            return src.get(timeout=0.05), src, 0
+        for k in range(n):
+            src = self.sources[(rr + k) % n]
+            frame = src.get()
+            if frame is not None:
+                return frame, src, (rr + k + 1) % n
+        time.sleep(0.002)
+        return None, None, rr
+
+    def _dispatch(self) -> None:
+        rr = 0
+        try:
+            while True:
+                if all(s.done for s in self.sources):
+                    break
+                frame, src, rr = self._next_frame(rr)
+                if frame is None:
+                    continue
+                self.metrics.observe("decode", frame.decode_s)
+                while not self._slots.acquire(timeout=0.1):
+                    pass
+                job = _Job(frame, src.reader.fps)
+                with self._jobs_cv:
+                    self._jobs.append(job)
+                    self._jobs_cv.notify_all()
+                self._pool.submit(self._work, job)
+                self._dispatched += 1
+                if self.max_frames is not None and self._dispatched >= self.max_frames:
+                    self.stop()
+                    break
+        finally:
+            with self._jobs_cv:
+                self._dispatch_done = True
+                self._jobs_cv.notify_all()
+
+    def _detector_for_thread(self) -> Detector | None:
+        if not hasattr(self._local, "detector"):
+            d = self._detector_arg
+            if d is None or d == "none":
+                det = None
+            elif isinstance(d, str):
+                det = make_detector(d, **self.detector_options)
+            elif hasattr(d, "detect"):
+                det = d
+            elif callable(d):
+                det = d()
+            else:
+                raise ConfigError(f"detector must be a name, a Detector or a factory; got {type(d).__name__}")
+            self._local.detector = det
+        return self._local.detector
+
+    def _work(self, job: _Job) -> None:
+        """Detect, crop, preprocess and queue the crops for inference (a detect worker thread)."""
+        try:
+            image = job.frame.image
+            h, w = image.shape[:2]
+            t0 = time.monotonic()
+            det = self._detector_for_thread()
+            if det is None:
+                boxes = [Box(0, 0, w, h)]
+            else:
+                boxes = [c for c in (b.clip(w, h) for b in det.detect(image)) if c is not None]
+            t1 = time.monotonic()
+            job.timings["detect"] = (t1 - t0) * 1000
+            self.metrics.observe("detect", t1 - t0)
+            job.boxes = boxes
+            if not boxes:
+                job.done.set()
+                return
+            spec = self.backend.spec
+            batch = apply_chain([b.crop(image) for b in boxes], spec.preprocess, spec.input_shape)
+            t2 = time.monotonic()
+            job.timings["preprocess"] = (t2 - t1) * 1000
+            self.metrics.observe("preprocess", t2 - t1)
+            t_submit = time.monotonic()
+
+            def done(out: np.ndarray | None, err: BaseException | None) -> None:
+                job.outputs, job.error = out, err
+                job.timings["infer"] = (time.monotonic() - t_submit) * 1000
+                job.done.set()
+
+            self.batcher.submit(batch, done)
+        except Exception as e:  # keep the frame order moving; the sink thread reports it
+            job.error = e
+            job.done.set()
+
+    def _sink_loop(self) -> None:
+        spec = self.backend.spec
+        try:
+            while True:
+                with self._jobs_cv:
+                    while not self._jobs and not self._dispatch_done:
+                        self._jobs_cv.wait(0.5)
+                    if not self._jobs:
+                        break
+                    job = self._jobs[0]
+                job.done.wait()
+                with self._jobs_cv:
+                    self._jobs.popleft()
+                self._slots.release()
+                if job.error is not None:
+                    self._fatal(job.error)
+                    continue
+                if self.state is PipelineState.FAILED:
+                    continue
+                labels = postprocess(spec, job.outputs) if job.outputs is not None else []
+                dets = [Detection(b, lab, i, s) for b, (lab, i, s) in zip(job.boxes, labels)]
+                job.timings["decode"] = job.frame.decode_s * 1000
+                result = FrameResult(job.frame, dets, job.timings, job.fps)
+                t0 = time.monotonic()
+                self.sinks.write(result)
+                t1 = time.monotonic()
+                self.metrics.observe("sink", t1 - t0)
+                self.metrics.frame_done(job.frame.source_id, t1 - job.frame.t_capture, len(dets))
+        finally:
+            self._finish()
+
+    def _fatal(self, e: BaseException) -> None:
+        if self.error is None:
+            msg = str(e) if isinstance(e, EdgecvError) else f"{type(e).__name__}: {e}"
+            self.error = f"inference failed: {msg}"
+            log.error("%s; stopping", self.error)
+            self.stop()
+            with self._state_lock:
+                self.state = PipelineState.FAILED
+
+    def _finish(self) -> None:
+        """Close everything, in the order data flows (the sink thread's last act)."""
+        for src in self.sources:
+            src.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self.batcher is not None:
+            self.batcher.close()
+        self.sinks.close()
+        for src in self.sources:
+            if not src.join(10.0):
+                log.warning("source %s did not finish within 10 s (a stuck network read?)", src.id)
+        if self._owns_backend and self.backend is not None:
+            self.backend.close()
+        if self.state is not PipelineState.FAILED:
+            with self._state_lock:
+                self.state = PipelineState.STOPPED
+
+    def _sink_error(self, name: str, e: BaseException) -> None:
+        self.metrics.sink_errors[name] += 1
+
+    # -- reporting ------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """Metrics plus per-source state and counts, the backend and the sinks that failed (JSON-ready)."""
+        snap = self.metrics.snapshot()
+        for src in self.sources:
+            entry = snap["sources"].setdefault(src.id, {"frames": 0, "faces": 0, "fps": 0.0})
+            entry.update(src.stats())
+        b = self.backend
+        snap["state"] = self.state.value
+        snap["error"] = self.error
+        snap["backend"] = None if b is None else {"name": b.name, "providers": list(getattr(b, "providers", ())),
+                                                  "model": self.backend.spec.name}
+        snap["sinks_failed"] = dict(self.sinks.failed)
+        return snap
