@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+import edgecv.data as _data_pkg
 from edgecv.errors import DataError
 
 log = logging.getLogger("edgecv.captcha")
@@ -74,61 +75,99 @@ def score_texts(preds: Sequence[str | None], truths: Sequence[str],
             "declined": int((~answered).sum()), "coverage": coverage}
 
 
-def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
-    """file,label rows (a header row and '#' comment lines are skipped) -> {file name: label}."""
+# Beside the data registry (edgecv/data), which is where it installs from both the checkout and a wheel.
+EZPASS_LABELS = Path(_data_pkg.__file__).resolve().parent / "ezpass_labels_extra.csv"
+SPLITS = ("train", "val", "test", "all")
+
+
+def read_labels_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a labels CSV with a header (file,label[,...]); '#' comment lines are skipped."""
     path = Path(path)
-    labels: dict[str, str] = {}
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = csv.reader(line for line in f if not line.startswith("#"))
-            for row in rows:
-                if len(row) < 2 or row[0] == "file":
-                    continue
-                labels[row[0].strip()] = row[1].strip()
+            rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     except OSError as e:
         raise DataError(f"{path}: cannot read labels ({e.strerror or e})") from None
-    return labels
+    if rows and not {"file", "label"} <= set(rows[0]):
+        raise DataError(f"{path}: expected a header with columns file,label")
+    return [r for r in rows if r.get("file") and r.get("label")]
 
 
-def labelled_images(data: str | os.PathLike, labels: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
-    """(image, text) pairs from a labelled captcha folder.
+def ezpass_holdout(rows: list[dict[str, str]], test: float = 0.2) -> set[str]:
+    """The ezpass raw captchas kept out of digit training (train/captcha.py) and scored by
+    `--split test`: the 50 hand-labelled ones (labels.csv) plus the SHA-1 'test' share of the rest."""
+    from edgecv.data.loaders import _hash_bucket
+    return {r["file"] for r in rows if r.get("source") == "labels.csv" or _hash_bucket(r["file"]) < test}
 
-    - a folder with labels.csv (the ezpass layout: raw/ + labels.csv, or images + labels.csv),
-      or an explicit `labels` CSV: the files it names;
-    - otherwise each image's file stem is its label (the captcha-v2 layout).
+
+def _is_ezpass(data: str | os.PathLike) -> Path | None:
+    if str(data) == "ezpass":
+        from edgecv.data import dataset_root
+        return dataset_root("ezpass")
+    p = Path(data)
+    return p if (p / "raw").is_dir() and (p / "digits").is_dir() else None
+
+
+def labelled_images(data: str | os.PathLike, split: str = "all",
+                    labels: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """(image, text) pairs to score.
+
+    - "ezpass" (or a folder with its raw/ + digits/ layout): raw/ with the labels of
+      edgecv/data/ezpass_labels_extra.csv; split "test" = the captchas digit training held out,
+      "train"/"val" = the others, "all" = all 405.
+    - a folder with labels.csv, or an explicit `labels` CSV: the files it names (split by the
+      SHA-1 of the file name, as every edgecv data set is).
+    - "captcha-v2" or any folder of images named by their text: that split of it.
     """
-    from edgecv.images import list_images
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    ez = _is_ezpass(data) if labels is None else None
+    if ez is not None:
+        rows = read_labels_csv(EZPASS_LABELS)
+        held = ezpass_holdout(rows)
+        keep = [r for r in rows if split == "all" or ((r["file"] in held) == (split == "test"))]
+        pairs = [(ez / "raw" / r["file"], r["label"]) for r in keep]
+    else:
+        root = Path(data)
+        csv_path = Path(labels) if labels else (root / "labels.csv" if (root / "labels.csv").is_file() else None)
+        if csv_path is not None:
+            from edgecv.data.loaders import _hash_bucket
+            img_dir = root / "raw" if (root / "raw").is_dir() else root
+            pairs = [(img_dir / r["file"], r["label"]) for r in read_labels_csv(csv_path)]
+            if split != "all":
+                b = {p: _hash_bucket(p.name) for p, _ in pairs}
+                want = {"test": lambda v: v < 0.2, "val": lambda v: 0.2 <= v < 0.3, "train": lambda v: v >= 0.3}[split]
+                pairs = [(p, t) for p, t in pairs if want(b[p])]
+        else:
+            from edgecv.data import load
+            from edgecv.data import split as split_set
+            ds = load(data)
+            if ds.kind != "captcha":
+                raise DataError(f"{data}: not a captcha data set (expected images named by their text, "
+                                "a labels.csv, or the ezpass layout)")
+            part = split_set(ds, split)
+            pairs = list(zip(part.images, part.labels))
+    missing = [str(p) for p, _ in pairs if not Path(p).exists()]
+    if missing:
+        raise DataError(f"{data}: {len(missing)} labelled file(s) missing, e.g. {missing[0]}")
+    if not pairs:
+        raise DataError(f"{data}: no labelled captchas in split {split!r}")
+    return [(Path(p), str(t)) for p, t in pairs]
 
-    root = Path(data)
-    if not root.exists():
-        raise DataError(f"{root}: no such file or folder")
-    if root.is_file():
-        raise DataError(f"{root}: expected a folder of labelled captchas")
-    csv_path = Path(labels) if labels else (root / "labels.csv" if (root / "labels.csv").exists() else None)
-    if csv_path is not None:
-        table = read_labels_csv(csv_path)
-        img_dir = root / "raw" if (root / "raw").is_dir() else root
-        pairs = [(img_dir / name, text) for name, text in sorted(table.items())]
-        missing = [str(p) for p, _ in pairs if not p.exists()]
-        if missing:
-            raise DataError(f"{csv_path}: {len(missing)} labelled file(s) missing, e.g. {missing[0]}")
-        return pairs
-    files = list_images(root)
-    if not files:
-        raise DataError(f"{root}: no images (and no labels.csv)")
-    return [(p, p.stem) for p in files]
 
+def evaluate_captcha(model_path: str | os.PathLike, data: str | os.PathLike, split: str = "test",
+                     labels: str | os.PathLike | None = None, backend: str | None = None,
+                     limit: int | None = None, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
+    """Solve every labelled captcha of `data` (see `labelled_images`) with a model (a shipped name
+    such as "captcha-v2", a run directory, or a .tflite/.onnx/.keras file) and score it.
 
-def evaluate_captcha(model_path: str | os.PathLike, data: str | os.PathLike, labels: str | os.PathLike | None = None,
-                     backend: str | None = None, limit: int | None = None,
-                     thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
-    """Solve every labelled captcha under `data` with a model (a zoo name such as "captcha-v2",
-    or a .tflite/.onnx/.keras path) and score it. Returns a JSON-able dict: the scores of
-    `score_texts`, per-image failures, and timing (median ms per captcha, batch of one).
+    Returns a JSON-able dict: `score_texts`' scores (sequence_accuracy, char_accuracy, cer,
+    coverage), the wrong answers, and the median time per captcha (one image at a time, reading
+    and segmentation included).
     """
     from .captcha import Solver
 
-    pairs = labelled_images(data, labels)
+    pairs = labelled_images(data, split, labels)
     if limit:
         pairs = pairs[:int(limit)]
     solver = Solver.open(model_path, backend=backend)
@@ -146,7 +185,8 @@ def evaluate_captcha(model_path: str | os.PathLike, data: str | os.PathLike, lab
             wrong.append({"file": str(path), "label": truth, "text": r.text, "confidence": r.confidence,
                           **({"error": r.error} if r.error else {})})
     report = score_texts(preds, [t for _, t in pairs], confs, thresholds)
-    report.update({"model": str(solver.model_path), "task": solver.spec.task, "data": str(data),
+    solver.close()
+    report.update({"model": str(solver.model_path), "task": solver.spec.task, "data": str(data), "split": split,
                    "ms_per_captcha_median": round(float(np.median(times)) * 1000, 3),
                    "wrong": wrong})
     return report

@@ -57,15 +57,16 @@ class Predictor:
     def __init__(self, model: str | os.PathLike, backend: str | None = None, device: str = "cpu",
                  threads: int | None = None, batch_size: int = 256):
         self.path = resolve_model(model)
-        self.spec: ModelSpec = load_spec(self.path)
         self.batch_size = batch_size
         self._backend = None
         if self.path.suffix == ".keras":
-            self._keras = load_keras(self.path)
+            self._keras = load_keras(self.path)  # before the spec: a garbage file is named as such
+            self.spec: ModelSpec = load_spec(self.path)
             self.run_batch: Callable[[np.ndarray], np.ndarray] = (
                 lambda x: np.asarray(self._keras(x, training=False)))
         else:
             from edgecv.runtime.backends import open_backend
+            self.spec = load_spec(self.path)
             self._backend = open_backend(self.path, backend=backend, device=device, threads=threads)
             self.run_batch = self._backend.run
 

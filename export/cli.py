@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import ConfigError, unknown
 from .calibration import DEFAULT_CALIB_SIZE
 from .check import DEFAULT_MAX_DROP
 from .formats import FORMATS, QUANTS_ALL, table
@@ -58,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.all:
         chosen = variants()
         if args.quant is not None:
-            chosen = [v for v in chosen if v.quant == args.quant] or [get_variant("onnx", args.quant)]
+            if args.quant not in QUANTS_ALL:
+                raise ConfigError(unknown("precision", args.quant, QUANTS_ALL))
+            chosen = [v for v in chosen if v.quant == args.quant]
         results = export_all(args.model, args.out, variants=chosen, calib=args.calib, calib_size=args.calib_size,
                              check=args.check, check_size=args.check_size, max_drop=args.max_drop)
         print(summary_table([r.report for r in results if r.report is not None]))

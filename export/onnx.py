@@ -73,6 +73,9 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
             half = convert_float_to_float16(onnx.load_from_string(fp32), keep_io_types=True)
         except Exception as e:
             raise ExportError(f"ONNX fp16 conversion failed: {first_line(e)}") from None
+        # The converter appends its input Casts at the end of the node list: ORT sorts the graph
+        # itself, but the ONNX checker and other runtimes require topological order.
+        _sort_nodes(half.graph)
         return half.SerializeToString()
 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -103,6 +106,26 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
     except Exception as e:
         raise ExportError(f"ONNX {quant} quantization failed: {first_line(e)}") from None
     return dst.read_bytes()
+
+
+def _sort_nodes(graph: Any) -> None:
+    """Reorder graph.node topologically (stable: nodes keep their order where it is already valid)."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = [n for n in pending if not set(n.input) <= ready]
+        done = [n for n in pending if set(n.input) <= ready]
+        if not done:
+            raise ExportError("ONNX fp16 conversion produced a graph with a cycle or a missing input")
+        for n in done:
+            ordered.append(n)
+            ready.update(n.output)
+        pending = rest
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def embed(blob: bytes, spec: ModelSpec) -> bytes:

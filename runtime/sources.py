@@ -122,7 +122,7 @@ class CaptureReader(Reader):
         elif self.kind == "file":
             cap = cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG)
         else:
-            cap = cv2.VideoCapture(int(self.target))
+            cap = _quietly(lambda: cv2.VideoCapture(int(self.target)))
         if not cap.isOpened():
             cap.release()
             raise SourceError(self._why_not())
@@ -159,6 +159,17 @@ class CaptureReader(Reader):
         if self.cap is not None:
             self.cap.release()
             self.cap = None
+
+
+def _quietly(fn):
+    """Run fn with OpenCV's own logging silenced: probing a missing camera prints several
+    backends' errors, and the SourceError we raise says it better."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return fn()
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 class ImageReader(Reader):
@@ -300,6 +311,7 @@ class Source:
                     try:
                         self.reader.open()
                         opened = True
+                        self.error = None
                         self.state = SourceState.RUNNING
                         continue
                     except SourceError as e:

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 FILES = {"keras": "smile.keras", "tflite": "smile.tflite", "tflite_int8": "smile_int8.tflite", "onnx": "smile.onnx"}
@@ -41,6 +43,12 @@ def smile_models(cache_dir: str | os.PathLike) -> dict[str, Path]:
         if proc.returncode != 0:
             raise RuntimeError(f"building test models failed:\n{proc.stderr.decode(errors='replace')[-4000:]}")
     return paths
+
+
+@pytest.fixture(scope="session")
+def smile_model_files(request) -> dict[str, Path]:
+    """The test models, built once and kept in pytest's cache while this file is unchanged."""
+    return smile_models(request.config.cache.mkdir("edgecv-test-models"))
 
 
 def _training_data(n: int = 768):

@@ -11,7 +11,6 @@ Both write RUN/{model.keras, spec.json, config.yaml, history.json, eval.json} li
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
@@ -28,7 +27,6 @@ from edgecv.spec import ModelSpec, atomic_write_text, file_sha256
 
 log = logging.getLogger("edgecv.train.captcha")
 
-EXTRA_LABELS = Path(__file__).resolve().parents[1] / "edgecv" / "data" / "ezpass_labels_extra.csv"
 DIGIT_LABELS = tuple("123456789")
 CTC_INPUT = (50, 200)
 
@@ -65,23 +63,6 @@ def _write_history(run: Path, history: list[dict]) -> None:
 
 # -- digits (ezpass) -----------------------------------------------------------------------------
 
-def read_extra_labels(path: Path = EXTRA_LABELS) -> list[dict[str, str]]:
-    """Rows of edgecv/data/ezpass_labels_extra.csv: file, label, source, crops (space-separated
-    digit-crop files, relative to ezpass/digits, whose pixels equal this captcha's four digits)."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(line for line in f if not line.startswith("#")))
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the ezpass label table ({e.strerror or e})") from None
-
-
-def ezpass_holdout(rows: list[dict[str, str]], test: float = 0.2) -> set[str]:
-    """The raw captchas held out from digit training: the 50 hand-labelled ones (labels.csv,
-    00000-00049) plus the hash 'test' share of the rest (the SHA-1 split every data set uses)."""
-    from edgecv.data.loaders import _hash_bucket
-    return {r["file"] for r in rows if r["source"] == "labels.csv" or _hash_bucket(r["file"]) < test}
-
-
 def digits_chain(size: int = 28) -> list[dict[str, Any]]:
     # "pad" fits the long side and edge-replicates to square, as the book's preprocess() does.
     return [{"op": "gray"}, {"op": "resize", "size": [size, size], "mode": "pad", "interp": "area"},
@@ -102,7 +83,8 @@ def train_digits(args: argparse.Namespace) -> Path:
     root = dataset_root("ezpass") if str(args.data) == "ezpass" else Path(str(args.data))
     run = _prepare_run(args.out, args)
     keras.utils.set_random_seed(args.seed)
-    rows = read_extra_labels()
+    from edgecv.apps.captcha_eval import EZPASS_LABELS, ezpass_holdout, read_labels_csv
+    rows = read_labels_csv(EZPASS_LABELS)
     held = ezpass_holdout(rows)
     excluded = {c for r in rows if r["file"] in held for c in r["crops"].split()}
     ds = load(root)

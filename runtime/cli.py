@@ -1,0 +1,143 @@
+"""`edgecv run`: any model on any sources, with detector, batching, sinks and metrics.
+
+SIGINT/SIGTERM drain the pipeline (files finalised, threads joined) and exit 0; a second signal
+stops without draining the source queues.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgecv.errors import ConfigError
+
+log = logging.getLogger("edgecv.run")
+
+EXAMPLES = """examples:
+  edgecv run --model smile.tflite --source 0
+  edgecv run --model smile.onnx --source video:smile.mp4 --no-display --save out/smile.mp4 --json-out out/e.jsonl
+  edgecv run --model smile.onnx --source rtsp://cam1/stream --source rtsp://cam2/stream --batch 32 --max-delay-ms 10
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .backends import BACKENDS, DEVICES
+    from .sources import POLICIES
+
+    p = sub.add_parser("run", help="run a model on video, cameras, streams or images",
+                       description=__doc__.split("\n")[0], epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model file: .tflite, .onnx or .keras (with its ModelSpec)")
+    p.add_argument("--source", action="append", default=[], metavar="S",
+                   help="camera index, video file, video:NAME, rtsp/http URL, image file/folder/glob, "
+                        "synthetic://WxH; repeat for several")
+    p.add_argument("--sources-file", metavar="F", help="a file listing sources, one per line (# comments)")
+    p.add_argument("--detector", default="haar", choices=["haar", "yunet", "none"],
+                   help="face detector whose boxes are classified; none classifies whole frames (default haar)")
+    p.add_argument("--detect-width", type=int, default=None, metavar="PX",
+                   help="detect on frames downscaled to this width (default 300 for haar, 320 for yunet)")
+    p.add_argument("--detect-workers", type=int, default=1, metavar="N", help="detector threads (default 1)")
+    p.add_argument("--backend", choices=BACKENDS, help="default: from the model file's suffix")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="onnxruntime execution provider (default cpu)")
+    p.add_argument("--threads", type=int, metavar="N", help="inference threads")
+    p.add_argument("--batch", type=int, default=32, metavar="N", help="largest inference batch (default 32)")
+    p.add_argument("--max-delay-ms", type=float, default=5.0, metavar="MS",
+                   help="longest a crop waits for its batch to fill (default 5)")
+    p.add_argument("--policy", choices=POLICIES,
+                   help="latest drops stale frames, every loses none (default: latest for live, every for files)")
+    p.add_argument("--no-display", action="store_true", help="never open a window")
+    p.add_argument("--save", metavar="OUT", help="annotated video: .avi (MJPG) or .mp4 (mp4v)")
+    p.add_argument("--json-out", metavar="FILE", help="JSON lines, one event per frame")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--metrics-interval", type=float, default=5.0, metavar="S",
+                   help="print metrics every S seconds to stderr (0: never; default 5)")
+    p.add_argument("--summary-out", metavar="FILE", help="also write the final JSON summary to FILE")
+    p.set_defaults(func=run_command)
+    return p
+
+
+def read_sources_file(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"--sources-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--sources-file {path}: cannot read ({e})") from None
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+def _positive(name: str, value: Any) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{name} must be a positive integer; got {value}")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline, PipelineState
+    from .sinks import JsonLinesSink, VideoSink, WindowSink, display_available
+
+    sources = list(args.source)
+    if args.sources_file:
+        sources += read_sources_file(args.sources_file)
+    if not sources:
+        raise ConfigError("no source given: use --source S (repeatable) or --sources-file F")
+    for name in ("batch", "threads", "max_frames", "detect_workers", "detect_width"):
+        _positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.max_delay_ms < 0:
+        raise ConfigError(f"--max-delay-ms must be >= 0; got {args.max_delay_ms}")
+
+    sinks: list = []
+    holder: dict[str, Pipeline] = {}
+    if not args.no_display:
+        if display_available():
+            sinks.append(WindowSink(on_quit=lambda: holder["p"].stop()))
+        else:
+            log.info("no display found (DISPLAY/WAYLAND_DISPLAY unset): not showing a window "
+                     "(--no-display silences this)")
+    if args.save:
+        sinks.append(VideoSink(args.save, per_source=len(sources) > 1))
+    if args.json_out:
+        sinks.append(JsonLinesSink(args.json_out))
+
+    det_opts = {"width": args.detect_width} if args.detect_width and args.detector != "none" else {}
+    pipeline = Pipeline(args.model, sources, detector=args.detector, detector_options=det_opts,
+                        backend=args.backend, device=args.device, threads=args.threads, max_batch=args.batch,
+                        max_delay_ms=args.max_delay_ms, policy=args.policy, sinks=sinks,
+                        detect_workers=args.detect_workers, max_frames=args.max_frames,
+                        metrics_interval=args.metrics_interval)
+    holder["p"] = pipeline
+    signals = {"n": 0}
+
+    def on_signal(signum, _frame) -> None:
+        signals["n"] += 1
+        name = signal.Signals(signum).name
+        if signals["n"] == 1:
+            log.info("%s: draining (send it again to stop without draining the queues)", name)
+            pipeline.stop()
+        else:
+            for src in pipeline.sources:
+                while src.get() is not None:  # drop what is queued; frames in flight still finish
+                    pass
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        pipeline.start()
+        pipeline.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    summary = pipeline.summary()
+    video = next((s for s in sinks if isinstance(s, VideoSink)), None)
+    if video is not None:
+        summary["outputs"] = {sid: {"path": str(path), "frames": video.frames[sid]} for sid, path in video.paths.items()}
+    text = json.dumps(summary, indent=2, sort_keys=True)
+    print(text)
+    if args.summary_out:
+        Path(args.summary_out).write_text(text + "\n", encoding="utf-8")
+    if pipeline.state is PipelineState.FAILED:
+        print(f"edgecv: error: {pipeline.error}", file=sys.stderr)
+        return 1
+    return 0

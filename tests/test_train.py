@@ -1,0 +1,105 @@
+"""Training through the CLI on real MNIST: the run directory, eval on it, SIGKILL + --resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_clean_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "lenet"
+    proc = run_cli("train", "classify", "--arch", "lenet", "--data", "mnist", "--epochs", "2",
+                   "--max-train", "2000", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    return run
+
+
+def test_run_directory_is_complete(tiny_run):
+    for name in ("config.yaml", "model.keras", "spec.json", "history.json", "curves.png", "eval.json"):
+        assert (tiny_run / name).stat().st_size > 0, name
+    spec = json.loads((tiny_run / "spec.json").read_text())
+    assert spec["input_shape"] == [28, 28, 1] and spec["labels"] == list("0123456789")
+    assert spec["data"]["dataset"] == "mnist"
+    hist = json.loads((tiny_run / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2]
+    report = json.loads((tiny_run / "eval.json").read_text())
+    assert report["test"]["n"] == 10000 and report["test"]["accuracy"] > 0.8
+
+
+def test_eval_cli_json(tiny_run, tmp_path):
+    proc = run_cli("eval", str(tiny_run), "--data", "mnist", "--split", "test", "--json", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["n"] == 10000 and 0.8 < out["accuracy"] <= 1 and "rank5" in out
+    assert len(out["confusion_matrix"]) == 10
+    assert (tmp_path / "confusion.png").stat().st_size > 0
+    # The same number as training's own evaluation of its best model.
+    train_eval = json.loads((tiny_run / "eval.json").read_text())["test"]["accuracy"]
+    assert abs(out["accuracy"] - train_eval) < 1e-6
+
+
+def test_refuses_to_overwrite_a_run(tiny_run):
+    proc = run_cli("train", "classify", "--arch", "lenet", "--data", "mnist", "--epochs", "1", "--out", str(tiny_run))
+    assert_clean_error(proc, "already holds a trained model")
+
+
+def test_sigkill_then_resume_continues_with_the_schedule(tmp_path):
+    run = tmp_path / "killed"
+    args = ["train", "classify", "--arch", "lenet", "--data", "mnist", "--epochs", "6", "--max-train", "3000",
+            "--optimizer", "sgd", "--lr", "0.02", "--schedule", "step", "--out", str(run)]
+    proc = subprocess.Popen([sys.executable, "-m", "edgecv", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (run / "ckpt" / "epoch-0002.keras").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from edgecv.train.callbacks import latest_checkpoint
+    path, state = latest_checkpoint(run / "ckpt")
+    assert 2 <= state["epoch"] < 6
+    # No temporary file ever carries a checkpoint's final name.
+    assert all(not p.name.startswith(".") for p in (run / "ckpt").iterdir() if p.suffix == ".keras"
+               and p.name.startswith("epoch-"))
+    done = run_cli(*args, "--resume")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    hist = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
+    from edgecv.train.schedules import step_decay
+    sched = step_decay(0.02, 0.5, max(1, 6 // 4))
+    for h in hist:
+        assert h["lr"] == pytest.approx(sched(h["epoch"] - 1), rel=1e-5)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "classify", "--epochs", "many", "--out", "x"], "invalid int value"),
+    (["train", "classify", "--bogus"], "unrecognized arguments"),
+    (["train", "classify", "--arch", "lenett", "--data", "mnist", "--out", "{tmp}/r"], "Did you mean 'lenet'"),
+    (["train", "classify", "--arch", "lenet", "--data", "{tmp}/nope", "--out", "{tmp}/r"], "no such file"),
+    (["train", "classify", "--config", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "does not exist"),
+    (["train", "classify", "--optimizer", "sgdd", "--data", "mnist", "--out", "{tmp}/r"], "Did you mean 'sgd'"),
+    (["eval", "{tmp}/nope.keras", "--data", "mnist"], "no such model file"),
+    (["eval", "{tmp}/garbage.keras", "--data", "mnist"], "not a loadable Keras model"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_cli_input_is_a_clean_error(tmp_path, argv, match):
+    (tmp_path / "garbage.keras").write_bytes(os.urandom(2048))
+    proc = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert_clean_error(proc, match)
+
+
+def test_help_shows_examples():
+    proc = run_cli("train", "classify", "--help")
+    assert proc.returncode == 0 and b"examples:" in proc.stdout
+    top = run_cli("--help")
+    assert top.returncode == 0 and b"train" in top.stdout and b"eval" in top.stdout
