@@ -42,6 +42,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-weight", action="store_true", default=None, help="inverse-frequency class weights")
     p.add_argument("--model-kw", type=_kv, action="append", metavar="KEY=VALUE",
                    help="architecture option, e.g. --model-kw dropout=0.5")
+    p.add_argument("--keep", choices=("best", "last"), help="keep the best-validation (default) or last weights")
     p.add_argument("--seed", type=int)
     p.add_argument("--max-train", type=int, help="use at most N training images (quick runs)")
     p.add_argument("--name", help="model name recorded in the ModelSpec")

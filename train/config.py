@@ -40,6 +40,7 @@ class TrainConfig:
     model_kw: dict[str, Any] = field(default_factory=dict)
     seed: int = 42
     monitor: str = "val_accuracy"
+    keep: str = "best"                        # best (validation) | last (the books' recipes)
     resume: bool = False
     max_train: int | None = None              # cap on training images (quick runs and tests)
 
@@ -65,6 +66,8 @@ class TrainConfig:
             raise ConfigError(unknown("optimizer", self.optimizer, OPTIMIZERS))
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("epochs and batch size must be >= 1 and lr > 0")
+        if self.keep not in ("best", "last"):
+            raise ConfigError(f"keep must be 'best' or 'last'; got {self.keep!r}")
         if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) < 8):
             raise ConfigError(f"input size must be H W >= 8; got {self.input_size}")
         return self

@@ -181,7 +181,8 @@ def train(cfg: TrainConfig) -> Path:
         model.fit(seq, validation_data=(xva, yva), epochs=cfg.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     fit_s = time.monotonic() - t_fit
-    if not (run / "model.keras").exists():  # the metric never improved from its start value
+    if cfg.keep == "last" or not (run / "model.keras").exists():
+        # The books keep the final weights; and a metric that never improved left no best file.
         save_model_atomic(model, run / "model.keras")
 
     best_model = keras.saving.load_model(run / "model.keras", safe_mode=True)

@@ -1,0 +1,57 @@
+# edgecv: the two commands a new user runs (README):
+#   make demo   set up, then run the live smile detector on a real video with the shipped model
+#   make test   set up, then run the test suite on the real data
+# Both create .venv themselves and install what they need; nothing relies on hand-installed tools.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The shared real data beside the checkout when it is there; otherwise the registry downloads.
+SHARED := $(abspath ../shared/data)
+export EDGECV_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
+export KERAS_BACKEND ?= tensorflow
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+# Debian packages the tests use: ffmpeg (network streams), Xvfb + xwd + ImageMagick (a real window).
+APT_PKGS := ffmpeg xvfb x11-apps imagemagick xdotool
+
+.PHONY: demo test venv venv-runtime system-deps clean help
+
+help:
+	@echo "make demo   run the smile detector on a real video (writes out/smile-demo.mp4)"
+	@echo "make test   run the test suite"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# The runtime only: what an edge box installs (no TensorFlow). Enough for the demo.
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Everything: training, export, tests.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@ $(VENV)/.runtime
+
+venv: $(VENV)/.dev
+
+system-deps:
+	@missing=""; for c in ffmpeg Xvfb xwd import xdotool; do command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo -n"; \
+	  else echo "need root (or sudo) to install: $(APT_PKGS)"; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	fi
+
+demo: $(VENV)/.runtime
+	@mkdir -p out
+	$(BIN)/edgecv smile --source data:videos/smile.mp4 --no-display --save out/smile-demo.mp4 \
+	    --json-out out/smile-demo.jsonl
+	@echo "annotated video: out/smile-demo.mp4   events: out/smile-demo.jsonl"
+
+test: $(VENV)/.dev system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
