@@ -46,7 +46,7 @@ system-deps:
 
 demo: $(VENV)/.runtime
 	@mkdir -p out
-	$(BIN)/edgecv smile --source data:videos/smile.mp4 --no-display --save out/smile-demo.mp4 \
+	$(BIN)/edgecv smile --source video:smile.mp4 --no-display --save out/smile-demo.mp4 \
 	    --json-out out/smile-demo.jsonl
 	@echo "annotated video: out/smile-demo.mp4   events: out/smile-demo.jsonl"
 

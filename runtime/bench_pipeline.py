@@ -1,4 +1,4 @@
-"""Pipeline benchmark: on one video, in one process, measure
+"""Pipeline benchmark: on one video, each mode in a fresh process, measure
   1. decode only (the ceiling),
   2. the books' sequential loop: read -> resize to width 300 -> gray -> Haar -> per face a Keras
      `predict` call, and the same loop with a per-face LiteRT call,
@@ -6,7 +6,7 @@
 plus batched vs unbatched classifier throughput on face crops and peak RSS.
 
 `bench_pipeline(...)` returns a JSON-ready dict; `format_table` renders it. Keras is imported only
-for the Keras loop (last, so the peak RSS before it is the TensorFlow-free figure).
+by the Keras loop's own process; every other mode is TensorFlow-free, and its peak RSS shows it.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ BOOK_WIDTH = 300
 DEFAULT_PIPELINES: dict[str, dict[str, Any]] = {
     "pipeline haar@300": {"detector": "haar", "detector_options": {"width": 300}},
     "pipeline yunet@320": {"detector": "yunet", "detector_options": {"width": 320}},
+    "pipeline yunet@320 every 2nd": {"detector": "yunet", "detector_options": {"width": 320}, "detect_every": 2},
 }
 
 
@@ -147,30 +149,63 @@ def crop_throughput(video: str, model: str, n_crops: int = 256, batch: int = 32,
             "batched_ips": round(len(x) / (t2 - t1), 1), "speedup": round((t1 - t0) / (t2 - t1), 2)}
 
 
+def run_mode(mode: str, video: str, model: str, options: Mapping[str, Any] | None = None,
+             max_frames: int | None = None) -> dict[str, Any]:
+    """One measurement by name: decode | book-litert | book-keras | pipeline | crops."""
+    if mode == "decode":
+        return decode_only(video, max_frames)
+    if mode == "book-litert":
+        return book_loop(video, litert_per_face(model), max_frames)
+    if mode == "book-keras":
+        return book_loop(video, keras_per_face(model), max_frames)
+    if mode == "pipeline":
+        return run_pipeline(video, model, options or {}, max_frames)
+    if mode == "crops":
+        return crop_throughput(video, model, **(options or {}))
+    raise ValueError(f"unknown benchmark mode {mode!r}")
+
+
+def run_isolated(mode: str, video: str, model: str, options: Mapping[str, Any] | None = None,
+                 max_frames: int | None = None) -> dict[str, Any]:
+    """run_mode in a fresh Python process, so each mode's peak RSS is its own and no mode inherits
+    another's imports (TensorFlow above all), warm caches or threads."""
+    args = json.dumps({"mode": mode, "video": video, "model": model, "options": dict(options or {}),
+                       "max_frames": max_frames})
+    proc = subprocess.Popen([sys.executable, "-m", "edgecv.runtime.bench_pipeline", "--child", args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate()
+    # The child prints its own peak RSS: RUSAGE_CHILDREN would give the largest of all children.
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark mode {mode} failed:\n{err.decode(errors='replace')[-3000:]}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
 def bench_pipeline(video: str | os.PathLike, model: str | os.PathLike, keras_model: str | os.PathLike | None = None,
                    onnx_model: str | os.PathLike | None = None, max_frames: int | None = None,
                    keras_max_frames: int | None = None,
-                   pipelines: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Run every mode on the same video and return {"modes": {name: {fps, faces_per_frame, ...}},
-    "ratios": ..., "crops": ..., "peak_rss_mb": ...}.
+                   pipelines: Mapping[str, Mapping[str, Any]] | None = None,
+                   isolate: bool = True) -> dict[str, Any]:
+    """Run every mode on the same video and return {"modes": {name: {fps, faces_per_frame,
+    peak_rss_mb, ...}}, "ratios": ..., "crops": ...}.
 
     model: the .tflite classifier (per-face LiteRT loop and pipelines); keras_model: its .keras
     (the Keras-predict loop; skipped when None); onnx_model adds an ORT crop-throughput row.
     keras_max_frames caps the slow Keras loop (its fps is per frame, so a prefix is a fair sample).
+    isolate runs each mode in its own process (the default; peak RSS is then per mode).
     """
     video, model = str(video), str(model)
+    run = run_isolated if isolate else lambda *a: dict(run_mode(*a), peak_rss_mb=peak_rss_mb())
     modes: dict[str, Any] = {}
-    modes["decode only"] = decode_only(video, max_frames)
-    modes["book loop, LiteRT per face"] = book_loop(video, litert_per_face(model), max_frames)
-    for name, options in (pipelines or DEFAULT_PIPELINES).items():
-        modes[name] = run_pipeline(video, model, options, max_frames)
-    crops = [crop_throughput(video, model)]
-    if onnx_model:
-        crops.append(crop_throughput(video, str(onnx_model)))
-    rss_without_tf = peak_rss_mb()
+    modes["decode only"] = run("decode", video, model, None, max_frames)
+    modes["book loop, LiteRT per face"] = run("book-litert", video, model, None, max_frames)
     if keras_model:
         n = keras_max_frames if keras_max_frames is not None else max_frames
-        modes["book loop, Keras predict per face"] = book_loop(video, keras_per_face(str(keras_model)), n)
+        modes["book loop, Keras predict per face"] = run("book-keras", video, str(keras_model), None, n)
+    for name, options in (pipelines or DEFAULT_PIPELINES).items():
+        modes[name] = run("pipeline", video, model, options, max_frames)
+    crops = [run("crops", video, model, None, None)]
+    if onnx_model:
+        crops.append(run("crops", video, str(onnx_model), None, None))
     ratios = {}
     for name, m in modes.items():
         if name.startswith("pipeline"):
@@ -180,30 +215,33 @@ def bench_pipeline(video: str | os.PathLike, model: str | os.PathLike, keras_mod
                 r["vs Keras loop"] = round(m["fps"] / modes["book loop, Keras predict per face"]["fps"], 2)
             ratios[name] = r
     return {"video": Path(video).name, "model": Path(model).name, "cpu_count": os.cpu_count(),
-            "modes": modes, "ratios": ratios, "crops": crops,
-            "peak_rss_mb": {"before keras": rss_without_tf, "total": peak_rss_mb()}}
+            "modes": modes, "ratios": ratios, "crops": crops}
 
 
 def format_table(result: Mapping[str, Any]) -> str:
     """A Markdown table of one bench_pipeline result."""
     lines = [f"{result['video']} ({result['model']}, {result['cpu_count']} CPUs)", "",
-             "| mode | frames | fps | faces/frame | x decode | x LiteRT loop | x Keras loop |",
-             "|---|---|---|---|---|---|---|"]
+             "| mode | frames | fps | faces/frame | x decode | x LiteRT loop | x Keras loop | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, m in result["modes"].items():
         r = result["ratios"].get(name, {})
         fpf = "-" if m["faces_per_frame"] is None else f"{m['faces_per_frame']:.2f}"
         lines.append(f"| {name} | {m['frames']} | {m['fps']:.1f} | {fpf} | {r.get('vs decode', '')} | "
-                     f"{r.get('vs LiteRT loop', '')} | {r.get('vs Keras loop', '')} |")
+                     f"{r.get('vs LiteRT loop', '')} | {r.get('vs Keras loop', '')} | {m.get('peak_rss_mb', '')} |")
     lines.append("")
     for c in result["crops"]:
         lines.append(f"classifier on {c['crops']} crops ({c['backend']}): {c['unbatched_ips']:.0f} img/s one by one, "
                      f"{c['batched_ips']:.0f} img/s at batch {c['batch']} ({c['speedup']}x)")
-    rss = result["peak_rss_mb"]
-    lines.append(f"peak RSS: {rss['before keras']} MB before Keras is imported, {rss['total']} MB in all")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:  # one isolated mode (run_isolated): result and own peak RSS as JSON
+        c = json.loads(argv[1])
+        r = run_mode(c["mode"], c["video"], c["model"], c["options"], c["max_frames"])
+        print(json.dumps(dict(r, peak_rss_mb=peak_rss_mb())))
+        return 0
     ap = argparse.ArgumentParser(description="edgecv pipeline benchmark")
     ap.add_argument("--video", action="append", required=True)
     ap.add_argument("--model", required=True, help=".tflite classifier")

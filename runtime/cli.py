@@ -41,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--detect-width", type=int, default=None, metavar="PX",
                    help="detect on frames downscaled to this width (default 300 for haar, 320 for yunet)")
     p.add_argument("--detect-workers", type=int, default=1, metavar="N", help="detector threads (default 1)")
+    p.add_argument("--detect-every", type=int, default=1, metavar="K",
+                   help="detect on every K-th frame; frames in between reuse the last boxes (default 1)")
     p.add_argument("--backend", choices=BACKENDS, help="default: from the model file's suffix")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="onnxruntime execution provider (default cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="inference threads")
@@ -84,7 +86,7 @@ def run_command(args: argparse.Namespace) -> int:
         sources += read_sources_file(args.sources_file)
     if not sources:
         raise ConfigError("no source given: use --source S (repeatable) or --sources-file F")
-    for name in ("batch", "threads", "max_frames", "detect_workers", "detect_width"):
+    for name in ("batch", "threads", "max_frames", "detect_workers", "detect_width", "detect_every"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.max_delay_ms < 0:
         raise ConfigError(f"--max-delay-ms must be >= 0; got {args.max_delay_ms}")
@@ -106,7 +108,8 @@ def run_command(args: argparse.Namespace) -> int:
     pipeline = Pipeline(args.model, sources, detector=args.detector, detector_options=det_opts,
                         backend=args.backend, device=args.device, threads=args.threads, max_batch=args.batch,
                         max_delay_ms=args.max_delay_ms, policy=args.policy, sinks=sinks,
-                        detect_workers=args.detect_workers, max_frames=args.max_frames,
+                        detect_workers=args.detect_workers, detect_every=args.detect_every,
+                        max_frames=args.max_frames,
                         metrics_interval=args.metrics_interval)
     holder["p"] = pipeline
     signals = {"n": 0}

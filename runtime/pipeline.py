@@ -85,11 +85,13 @@ class Pipeline:
                  max_batch: int = 32, max_delay_ms: float = 5.0, policy: str | None = None,
                  queue_size: int = 4, sinks: Sequence[Sink] = (), detect_workers: int = 1,
                  max_inflight: int | None = None, max_frames: int | None = None,
-                 metrics_interval: float = 0.0) -> None:
+                 detect_every: int = 1, metrics_interval: float = 0.0) -> None:
         if not sources:
             raise ConfigError("at least one source is needed")
         if detect_workers < 1:
             raise ConfigError(f"detect_workers must be at least 1; got {detect_workers}")
+        if detect_every < 1:
+            raise ConfigError(f"detect_every must be at least 1; got {detect_every}")
         if max_frames is not None and max_frames < 1:
             raise ConfigError(f"max_frames must be at least 1; got {max_frames}")
         self._model = model
@@ -102,6 +104,8 @@ class Pipeline:
         self.detect_workers = detect_workers
         self.max_inflight = max_inflight or max(8, 4 * detect_workers)
         self.max_frames = max_frames
+        self.detect_every = detect_every
+        self._last_boxes: dict[str, tuple[int, list[Box]]] = {}
         self.metrics_interval = metrics_interval
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
         self.metrics = Metrics()
@@ -275,6 +279,16 @@ class Pipeline:
             self._local.detector = det
         return self._local.detector
 
+    def _recent_boxes(self, frame: Frame) -> list[Box] | None:
+        """With detect_every=k, frames between detections reuse the last boxes of their source
+        (faces move little in k frames at video rates); None means: detect on this frame."""
+        if self.detect_every <= 1:
+            return None
+        last = self._last_boxes.get(frame.source_id)
+        if last is None or not 0 < frame.index - last[0] < self.detect_every:
+            return None
+        return last[1]
+
     def _work(self, job: _Job) -> None:
         """Detect, crop, preprocess and queue the crops for inference (a detect worker thread)."""
         try:
@@ -282,13 +296,18 @@ class Pipeline:
             h, w = image.shape[:2]
             t0 = time.monotonic()
             det = self._detector_for_thread()
+            reused = self._recent_boxes(job.frame)
             if det is None:
                 boxes = [Box(0, 0, w, h)]
+            elif reused is not None:
+                boxes = reused
             else:
                 boxes = [c for c in (b.clip(w, h) for b in det.detect(image)) if c is not None]
+                self._last_boxes[job.frame.source_id] = (job.frame.index, boxes)
             t1 = time.monotonic()
-            job.timings["detect"] = (t1 - t0) * 1000
-            self.metrics.observe("detect", t1 - t0)
+            if det is not None and reused is None:
+                job.timings["detect"] = (t1 - t0) * 1000
+                self.metrics.observe("detect", t1 - t0)
             job.boxes = boxes
             if not boxes:
                 job.done.set()

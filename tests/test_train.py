@@ -103,3 +103,40 @@ def test_help_shows_examples():
     assert proc.returncode == 0 and b"examples:" in proc.stdout
     top = run_cli("--help")
     assert top.returncode == 0 and b"train" in top.stdout and b"eval" in top.stdout
+
+
+@pytest.fixture(scope="module")
+def small_animals(tmp_path_factory, data_dir):
+    import shutil
+    root = tmp_path_factory.mktemp("animals")
+    for cls in ("cats", "dogs", "panda"):
+        (root / cls).mkdir()
+        for p in sorted((data_dir / "animals" / cls).glob("*.jpg"))[:60]:
+            shutil.copy(p, root / cls / p.name)
+    return root
+
+
+def test_features_then_logistic_regression(tiny_run, small_animals, tmp_path):
+    proc = run_cli("train", "features", "--source", str(tiny_run), "--data", str(small_animals),
+                   "--out", str(tmp_path / "fx"))
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert out["n"] > 0 and 0.0 <= out["accuracy"] <= 1.0 and out["best_C"] > 0
+    import h5py
+    with h5py.File(tmp_path / "fx" / "train.h5") as db:
+        assert db["features"].shape[1] == 50  # LeNet's last conv block has 50 filters (pooled)
+        assert json.loads(db.attrs["label_names"]) == ["cats", "dogs", "panda"]
+
+
+def test_finetune_surgery_writes_a_new_run(tiny_run, small_animals, tmp_path):
+    out = tmp_path / "ft"
+    proc = run_cli("train", "finetune", "--source", str(tiny_run), "--data", str(small_animals), "--out", str(out),
+                   "--head-epochs", "1", "--tune-epochs", "1")
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["labels"] == ["cats", "dogs", "panda"] and spec["arch"] == "lenet+fchead"
+    assert (out / "model.keras").stat().st_size > 0
+
+
+def test_ensemble_needs_two_runs(tiny_run):
+    assert_clean_error(run_cli("train", "ensemble", str(tiny_run)), "at least two")

@@ -62,6 +62,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sm = s.add_parser("smile", help="the smile detector (LeNet on SMILES faces)")
     _add_common(sm)
     sm.set_defaults(func=cmd_train, recipe="smile")
+    fx = s.add_parser("features", help="extract a trained net's features to HDF5, then logistic regression")
+    fx.add_argument("--source", required=True, help="run directory or .keras of a trained net")
+    fx.add_argument("--data", required=True)
+    fx.add_argument("--out", required=True, help="folder for train/val/test.h5 and report.json")
+    fx.add_argument("--cut", help="layer whose output is the feature (default: before Flatten/GAP)")
+    fx.add_argument("--overwrite", action="store_true")
+    fx.set_defaults(func=cmd_features)
+    ft = s.add_parser("finetune", help="network surgery: new FCHeadNet, warm-up, then unfreeze the top")
+    ft.add_argument("--source", required=True, help="run directory or .keras of a trained net")
+    ft.add_argument("--data", required=True)
+    ft.add_argument("--out", required=True)
+    ft.add_argument("--head-epochs", type=int, default=15)
+    ft.add_argument("--tune-epochs", type=int, default=30)
+    ft.add_argument("--seed", type=int, default=42)
+    ft.set_defaults(func=cmd_finetune)
+    en = s.add_parser("ensemble", help="evaluate the average of several trained runs")
+    en.add_argument("runs", nargs="+", metavar="RUN")
+    en.add_argument("--data")
+    en.add_argument("--split", default="test", choices=("val", "test"))
+    en.set_defaults(func=cmd_ensemble)
     ls = s.add_parser("list", help="list the registered architectures")
     ls.set_defaults(func=cmd_list)
     try:
@@ -95,6 +115,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from .trainer import train
     train(cfg)
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    import json
+
+    from edgecv.spec import atomic_write_text
+
+    from .transfer import extract_features, logistic_regression
+    extract_features(args.source, args.data, args.out, cut=args.cut, overwrite=args.overwrite)
+    report = logistic_regression(args.out)
+    atomic_write_text(f"{args.out}/report.json", json.dumps(report, indent=1))
+    print(json.dumps({k: report[k] for k in ("accuracy", "n", "best_C", "split", "fit_seconds")
+                      if k in report} | ({"rank5": report["rank5"]} if "rank5" in report else {})))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import json
+
+    from .transfer import fine_tune
+    r = fine_tune(args.source, args.data, args.out, head_epochs=args.head_epochs, tune_epochs=args.tune_epochs,
+                  seed=args.seed)
+    print(json.dumps({"head_val_accuracy": r["head_val_accuracy"], "tuned_val_accuracy": r["tuned_val_accuracy"],
+                      "test_accuracy": r.get("test", {}).get("accuracy"), "fit_seconds": r["fit_seconds"]}))
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    import json
+
+    from .ensemble import evaluate_ensemble
+    print(json.dumps(evaluate_ensemble(args.runs, args.data, args.split)))
     return 0
 
 
