@@ -234,6 +234,9 @@ class OrtBackend(BackendBase):
                         providers[0])
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # Idle intra-op threads spin by default; in a pipeline that takes CPU from the detector
+        # threads running beside inference, for nothing.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1

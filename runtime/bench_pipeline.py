@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from edgecv.preprocess import apply_chain
 
 from .backends import open_backend
 from .detect import HaarFaceDetector, downscale
-from .pipeline import Pipeline
+from .pipeline import Pipeline, peak_rss_mb
 
 BOOK_WIDTH = 300
 DEFAULT_PIPELINES: dict[str, dict[str, Any]] = {
@@ -35,12 +34,6 @@ DEFAULT_PIPELINES: dict[str, dict[str, Any]] = {
     "pipeline yunet@320": {"detector": "yunet", "detector_options": {"width": 320}},
     "pipeline yunet@320 every 2nd": {"detector": "yunet", "detector_options": {"width": 320}, "detect_every": 2},
 }
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident set size so far (Linux reports KiB, macOS bytes)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(r / (1 << 20) if sys.platform == "darwin" else r / 1024, 1)
 
 
 def _frames(video: str, max_frames: int | None):
@@ -61,7 +54,7 @@ def decode_only(video: str, max_frames: int | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     n = sum(1 for _ in _frames(video, max_frames))
     dt = time.perf_counter() - t0
-    return {"frames": n, "seconds": round(dt, 3), "fps": round(n / dt, 2), "faces_per_frame": None}
+    return {"frames": n, "seconds": round(dt, 3), "fps": round(n / dt, 2), "faces": None, "faces_per_frame": None}
 
 
 def book_loop(video: str, classify: Callable[[np.ndarray], np.ndarray], max_frames: int | None = None,
@@ -80,7 +73,8 @@ def book_loop(video: str, classify: Callable[[np.ndarray], np.ndarray], max_fram
             faces += 1
         n += 1
     dt = time.perf_counter() - t0
-    return {"frames": n, "seconds": round(dt, 3), "fps": round(n / dt, 2), "faces_per_frame": round(faces / max(n, 1), 3)}
+    return {"frames": n, "seconds": round(dt, 3), "fps": round(n / dt, 2), "faces": faces,
+            "faces_per_frame": round(faces / max(n, 1), 3)}
 
 
 def litert_per_face(model: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -115,8 +109,8 @@ def run_pipeline(video: str, model: str, options: Mapping[str, Any], max_frames:
     dt = time.perf_counter() - t0
     n = summary["frames"]
     faces = summary["sources"]["s0"]["faces"]
-    return {"frames": n, "seconds": round(dt, 3), "fps": round(n / dt, 2), "faces_per_frame": round(faces / max(n, 1), 3),
-            "mean_batch": summary["batches"]["mean_size"],
+    return {"frames": n, "seconds": round(dt, 3), "fps": round(n / dt, 2), "faces": faces,
+            "faces_per_frame": round(faces / max(n, 1), 3), "mean_batch": summary["batches"]["mean_size"],
             "stages_ms_p50": {k: v["p50"] for k, v in summary["stages_ms"].items()}}
 
 
@@ -221,11 +215,11 @@ def bench_pipeline(video: str | os.PathLike, model: str | os.PathLike, keras_mod
 def format_table(result: Mapping[str, Any]) -> str:
     """A Markdown table of one bench_pipeline result."""
     lines = [f"{result['video']} ({result['model']}, {result['cpu_count']} CPUs)", "",
-             "| mode | frames | fps | faces/frame | x decode | x LiteRT loop | x Keras loop | peak RSS MB |",
+             "| mode | frames | fps | faces (per frame) | x decode | x LiteRT loop | x Keras loop | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|"]
     for name, m in result["modes"].items():
         r = result["ratios"].get(name, {})
-        fpf = "-" if m["faces_per_frame"] is None else f"{m['faces_per_frame']:.2f}"
+        fpf = "-" if m["faces"] is None else f"{m['faces']} ({m['faces_per_frame']:.3f})"
         lines.append(f"| {name} | {m['frames']} | {m['fps']:.1f} | {fpf} | {r.get('vs decode', '')} | "
                      f"{r.get('vs LiteRT loop', '')} | {r.get('vs Keras loop', '')} | {m.get('peak_rss_mb', '')} |")
     lines.append("")

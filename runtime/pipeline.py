@@ -73,8 +73,10 @@ class Pipeline:
 
     model: a model file (.tflite / .onnx / .keras) or an open backend (then the caller closes it).
     sources: source strings (see edgecv.runtime.sources) or Source objects; ids are s0, s1, ...
-    detector: "haar", "yunet", "none"/None (the whole frame is classified), a Detector, or a
-      zero-argument factory (one detector per worker thread); detector_options go to the built-in.
+    detector: "haar", "yunet", "none"/None (the whole frame is classified), a Detector instance
+      (shared by all detect workers), or a zero-argument factory (one detector per worker);
+      detector_options go to the built-in. detect_every=k detects on every k-th frame of a source
+      and reuses its boxes in between.
     max_batch / max_delay_ms: the batcher's limits. policy: latest|every for every source
       (default: latest for live sources, every for files). max_frames: stop after that many frames.
     """
@@ -111,11 +113,13 @@ class Pipeline:
         self.metrics = Metrics()
         self.state = PipelineState.CREATED
         self.error: str | None = None
+        self._error_exc: BaseException | None = None
         self.sources: list[Source] = []
         self.backend: BackendBase | None = None
         self._owns_backend = not isinstance(model, BackendBase)
         self._state_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._finished = threading.Event()
         self._jobs: deque[_Job] = deque()
         self._jobs_cv = threading.Condition()
         self._dispatch_done = False
@@ -163,8 +167,8 @@ class Pipeline:
             self._threads.append(t)
             t.start()
         self._set_state(PipelineState.RUNNING)
-        if self._stopping.is_set():  # stop() came while starting
-            self._set_state(PipelineState.DRAINING)
+        if self._stopping.is_set():  # stop() came while starting: sources opened since must stop too
+            self.stop()
         return self
 
     def _abort_start(self) -> None:
@@ -208,11 +212,13 @@ class Pipeline:
         return True
 
     def run(self) -> dict[str, Any]:
-        """start(), wait for the end (or stop()), and return summary(). Raises BackendError when
-        inference failed."""
+        """start(), wait for the end (or stop()), and return summary(). A failure while running
+        (a model that does not fit its spec, inference that raises) is re-raised as EdgecvError."""
         self.start()
         self.wait()
         if self.state is PipelineState.FAILED:
+            if isinstance(self._error_exc, EdgecvError):
+                raise type(self._error_exc)(self.error) from None
             raise BackendError(self.error or "pipeline failed")
         return self.summary()
 
@@ -248,7 +254,8 @@ class Pipeline:
                     continue
                 self.metrics.observe("decode", frame.decode_s)
                 while not self._slots.acquire(timeout=0.1):
-                    pass
+                    if self._finished.is_set():  # the sink thread is gone: nobody frees a slot
+                        return
                 job = _Job(frame, src.reader.fps)
                 with self._jobs_cv:
                     self._jobs.append(job)
@@ -348,22 +355,29 @@ class Pipeline:
                     continue
                 if self.state is PipelineState.FAILED:
                     continue
-                labels = postprocess(spec, job.outputs) if job.outputs is not None else []
-                dets = [Detection(b, lab, i, s) for b, (lab, i, s) in zip(job.boxes, labels)]
-                job.timings["decode"] = job.frame.decode_s * 1000
-                result = FrameResult(job.frame, dets, job.timings, job.fps)
-                t0 = time.monotonic()
-                self.sinks.write(result)
-                t1 = time.monotonic()
-                self.metrics.observe("sink", t1 - t0)
-                self.metrics.frame_done(job.frame.source_id, t1 - job.frame.t_capture, len(dets))
+                try:
+                    self._deliver(job, spec)
+                except Exception as e:  # a bug here must fail the run visibly, not hang it
+                    self._fatal(e)
         finally:
             self._finish()
+
+    def _deliver(self, job: _Job, spec) -> None:
+        labels = postprocess(spec, job.outputs) if job.outputs is not None else []
+        dets = [Detection(b, lab, i, s) for b, (lab, i, s) in zip(job.boxes, labels)]
+        job.timings["decode"] = job.frame.decode_s * 1000
+        result = FrameResult(job.frame, dets, job.timings, job.fps)
+        t0 = time.monotonic()
+        self.sinks.write(result)
+        t1 = time.monotonic()
+        self.metrics.observe("sink", t1 - t0)
+        self.metrics.frame_done(job.frame.source_id, t1 - job.frame.t_capture, len(dets))
 
     def _fatal(self, e: BaseException) -> None:
         if self.error is None:
             msg = str(e) if isinstance(e, EdgecvError) else f"{type(e).__name__}: {e}"
-            self.error = f"inference failed: {msg}"
+            self.error = f"pipeline failed: {msg}"
+            self._error_exc = e
             log.error("%s; stopping", self.error)
             self.stop()
             with self._state_lock:
@@ -371,6 +385,7 @@ class Pipeline:
 
     def _finish(self) -> None:
         """Close everything, in the order data flows (the sink thread's last act)."""
+        self._finished.set()
         for src in self.sources:
             src.stop()
         if self._pool is not None:
@@ -403,4 +418,14 @@ class Pipeline:
         snap["backend"] = None if b is None else {"name": b.name, "providers": list(getattr(b, "providers", ())),
                                                   "model": self.backend.spec.name}
         snap["sinks_failed"] = dict(self.sinks.failed)
+        snap["peak_rss_mb"] = peak_rss_mb()
         return snap
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(r / (1 << 20) if sys.platform == "darwin" else r / 1024, 1)

@@ -60,7 +60,7 @@ class Policy(str, Enum):
     EVERY = "every"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Frame:
     """One decoded frame: image is HxWx3 uint8 BGR; index counts decoded frames of its source from 0;
     t_capture is time.monotonic() when it was read; decode_s the time the read took."""

@@ -223,3 +223,22 @@ def test_detect_every_kth_frame_reuses_boxes_in_between(smile_model_files, data_
         assert [d.box for d in r.detections] == [d.box for d in base.detections]
     with pytest.raises(ConfigError, match="detect_every must be at least 1; got 0"):
         Pipeline(smile_model_files["onnx"], ["synthetic://8x8"], detect_every=0)
+
+
+def test_a_spec_whose_chain_does_not_fit_fails_the_run_cleanly(smile_model_files, tmp_path):
+    """The first frame shows that the chain makes 32x32 images for a 28x28 model: the run stops,
+    says why, and every thread and file is closed."""
+    from edgecv.errors import ModelSpecError
+    from edgecv.preprocess import default_chain
+    from edgecv.runtime.backends import OrtBackend
+    from models import smile_spec
+
+    spec = smile_spec().replace(preprocess=tuple(default_chain((32, 32, 1))))
+    events = tmp_path / "e.jsonl"
+    with OrtBackend(smile_model_files["onnx"], spec) as backend:
+        p = Pipeline(backend, ["synthetic://64x64?frames=500"], detector="none", sinks=[JsonLinesSink(events)])
+        with pytest.raises(ModelSpecError, match=r"pipeline failed: preprocess chain yields \(32, 32\), model expects \(28, 28\)"):
+            p.run()
+    assert p.state is PipelineState.FAILED
+    assert all(not t.is_alive() for t in p._threads) and p.sources[0].join(5)
+    assert events.read_text() == ""
