@@ -2,9 +2,13 @@
 
 CTC decoder ops are not TFLite builtins, so exported CRNN models stop at the per-time-step softmax
 (N x T x K, blank = the last class unless told otherwise) and the text is read here: best class per
-step, repeats collapsed, blanks dropped. The per-sequence confidence is the probability of that
-greedy path (the product of the per-step maxima): one uncertain step anywhere, blank or character,
-lowers it, which is what a caller deciding "trust or skip" needs.
+step, repeats collapsed, blanks dropped.
+
+The per-sequence confidence is the model's probability of the decoded *text*: the CTC forward
+sum over every alignment that spells it, not just the greedy path. The greedy path's own
+probability (the product of 25-50 per-step maxima) is low whenever the model hesitates about
+*where* a character starts, which does not change the text, so it understates confidence; the
+text probability only drops when another reading competes.
 """
 from __future__ import annotations
 
@@ -40,21 +44,43 @@ def _check(probs: np.ndarray, charset: str, blank: int | None) -> tuple[np.ndarr
     return probs, blank
 
 
+def text_probability(probs: np.ndarray, label: list[int], blank: int) -> float:
+    """P(label | x) under CTC for one T x K probability matrix (forward algorithm, log space)."""
+    t_steps = probs.shape[0]
+    if not label:
+        return float(np.exp(np.log(np.clip(probs[:, blank], 1e-30, 1.0)).sum()))
+    ext = [blank]
+    for c in label:
+        ext += [c, blank]
+    s_len = len(ext)
+    logp = np.log(np.clip(probs, 1e-30, 1.0))
+    alpha = np.full(s_len, -np.inf)
+    alpha[0] = logp[0, blank]
+    if s_len > 1:
+        alpha[1] = logp[0, ext[1]]
+    ext_arr = np.asarray(ext)
+    # Skipping the blank between two labels is allowed only when the labels differ.
+    can_skip = np.zeros(s_len, bool)
+    can_skip[2:] = (ext_arr[2:] != blank) & (ext_arr[2:] != ext_arr[:-2])
+    for t in range(1, t_steps):
+        prev1 = np.r_[-np.inf, alpha[:-1]]
+        prev2 = np.where(can_skip, np.r_[-np.inf, -np.inf, alpha[:-2]], -np.inf)
+        alpha = np.logaddexp(np.logaddexp(alpha, prev1), prev2) + logp[t, ext_arr]
+    return float(np.exp(np.logaddexp(alpha[-1], alpha[-2])))
+
+
 def greedy_decode(probs: np.ndarray, charset: str, blank: int | None = None) -> list[Decoded]:
     """Decode N x T x K (or T x K) per-step probabilities; charset maps class i to a character
     (classes after the blank shift down by one). Raises ModelError for a shape that does not fit."""
     probs, blank = _check(probs, charset, blank)
     best = probs.argmax(axis=2)                       # N x T
     pmax = np.take_along_axis(probs, best[..., None], axis=2)[..., 0]
-    # Path probability in log space: 25-50 steps of products underflow nothing, but clipping
-    # keeps an exact-zero softmax (int8 outputs) from turning into -inf.
-    logp = np.log(np.clip(pmax, 1e-12, 1.0)).sum(axis=1)
     out = []
     for n in range(best.shape[0]):
         row, prow = best[n], pmax[n]
         # A new character starts where the class changes and is not the blank.
         starts = np.flatnonzero((row != blank) & np.r_[True, row[1:] != row[:-1]])
-        chars, confs = [], []
+        chars, confs, label = [], [], []
         for s in starts:
             c = int(row[s])
             e = s
@@ -62,7 +88,9 @@ def greedy_decode(probs: np.ndarray, charset: str, blank: int | None = None) -> 
                 e += 1
             chars.append(charset[c if c < blank else c - 1])
             confs.append(float(prow[s:e + 1].max()))
-        out.append(Decoded("".join(chars), float(np.exp(logp[n])), tuple(confs)))
+            label.append(c)
+        conf = min(1.0, text_probability(probs[n], label, blank))
+        out.append(Decoded("".join(chars), conf, tuple(confs)))
     return out
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgecv.errors import BackendError, ConfigError, EdgecvError, SourceError
+from edgecv.errors import BackendError, ConfigError, EdgecvError
 from edgecv.preprocess import apply_chain
 
 from .backends import BackendBase, open_backend
@@ -205,7 +205,9 @@ class Pipeline:
                 t.join(0.2)
                 now = time.monotonic()
                 if next_print is not None and now >= next_print:
-                    log.info("%s", self.metrics.line())
+                    dropped = sum(src.dropped for src in self.sources)
+                    states = ",".join(f"{src.id}:{src.state.value}" for src in self.sources)
+                    log.info("%s | dropped %d | %s", self.metrics.line(), dropped, states)
                     next_print = now + self.metrics_interval
                 if deadline is not None and now >= deadline:
                     return False

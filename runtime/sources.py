@@ -259,7 +259,7 @@ class Source:
         Network sources connect in their thread, so a stream that is down does not block start."""
         with self._lock:
             if self.state is not SourceState.CREATED:
-                raise SourceError(f"source {self.id} was already started (state {self.state.value})")
+                raise SourceError(f"source {self.id} starts once, from state created; it is {self.state.value}")
             if not self.reader.retry_first_open:
                 self.state = SourceState.CONNECTING
                 try:

@@ -46,9 +46,12 @@ def smile_models(cache_dir: str | os.PathLike) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def smile_model_files(request) -> dict[str, Path]:
-    """The test models, built once and kept in pytest's cache while this file is unchanged."""
-    return smile_models(request.config.cache.mkdir("edgecv-test-models"))
+def smile_model_files(request, tmp_path_factory) -> dict[str, Path]:
+    """The test models, built once per session; kept in pytest's cache between sessions while this
+    file is unchanged (CI runs with `-p no:cacheprovider`: then a temporary folder)."""
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir("edgecv-test-models") if cache is not None else tmp_path_factory.mktemp("edgecv-test-models")
+    return smile_models(root)
 
 
 def _training_data(n: int = 768):

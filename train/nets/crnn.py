@@ -17,6 +17,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from edgecv.errors import ConfigError
+
 from .registry import register
 
 
@@ -32,10 +34,10 @@ def crnn(input_shape, classes, filters: tuple[int, ...] = (32, 64, 96), dense: i
     h, w, _ = input_shape
     pools = len(filters)
     if h >> pools < 1 or w % (1 << pools):
-        raise ValueError(f"crnn: input {h}x{w} does not survive {pools} 2x2 poolings evenly "
+        raise ConfigError(f"crnn: input {h}x{w} does not survive {pools} 2x2 poolings evenly "
                          f"(width must be a multiple of {1 << pools})")
     if rnn not in ("lstm", "gru", "none"):
-        raise ValueError(f"crnn: rnn must be lstm, gru or none; got {rnn!r}")
+        raise ConfigError(f"crnn: rnn must be lstm, gru or none; got {rnn!r}")
     inp = keras.Input(input_shape, name="image")
     x = inp
     for i, f in enumerate(filters):
