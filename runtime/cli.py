@@ -25,24 +25,32 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .backends import BACKENDS, DEVICES
-    from .sources import POLICIES
-
     p = sub.add_parser("run", help="run a model on video, cameras, streams or images",
                        description=__doc__.split("\n")[0], epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model file: .tflite, .onnx or .keras (with its ModelSpec)")
+    add_run_options(p, detector_default="haar")
+    p.set_defaults(func=run_command)
+    return p
+
+
+def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") -> None:
+    """The options `edgecv run` shares with the apps built on the pipeline (`edgecv smile`)."""
+    from .backends import BACKENDS, DEVICES
+    from .sources import POLICIES
+
     p.add_argument("--source", action="append", default=[], metavar="S",
                    help="camera index, video file, video:NAME, rtsp/http URL, image file/folder/glob, "
                         "synthetic://WxH; repeat for several")
     p.add_argument("--sources-file", metavar="F", help="a file listing sources, one per line (# comments)")
-    p.add_argument("--detector", default="haar", choices=["haar", "yunet", "none"],
-                   help="face detector whose boxes are classified; none classifies whole frames (default haar)")
+    p.add_argument("--detector", default=detector_default, choices=["haar", "yunet", "none"],
+                   help=f"face detector whose boxes are classified; none classifies whole frames "
+                        f"(default {detector_default})")
     p.add_argument("--detect-width", type=int, default=None, metavar="PX",
                    help="detect on frames downscaled to this width (default 300 for haar, 320 for yunet)")
     p.add_argument("--detect-workers", type=int, default=1, metavar="N", help="detector threads (default 1)")
     p.add_argument("--detect-every", type=int, default=1, metavar="K",
-                   help="detect on every K-th frame; frames in between reuse the last boxes (default 1)")
+                   help="detect on every K-th frame of a source and reuse its boxes in between (default 1)")
     p.add_argument("--backend", choices=BACKENDS, help="default: from the model file's suffix")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="onnxruntime execution provider (default cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="inference threads")
@@ -51,6 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="longest a crop waits for its batch to fill (default 5)")
     p.add_argument("--policy", choices=POLICIES,
                    help="latest drops stale frames, every loses none (default: latest for live, every for files)")
+    p.add_argument("--max-fps", type=float, metavar="N",
+                   help="process at most N frames a second per source (live: skip; files: pace)")
     p.add_argument("--no-display", action="store_true", help="never open a window")
     p.add_argument("--save", metavar="OUT", help="annotated video: .avi (MJPG) or .mp4 (mp4v)")
     p.add_argument("--json-out", metavar="FILE", help="JSON lines, one event per frame")
@@ -58,8 +68,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--metrics-interval", type=float, default=5.0, metavar="S",
                    help="print metrics every S seconds to stderr (0: never; default 5)")
     p.add_argument("--summary-out", metavar="FILE", help="also write the final JSON summary to FILE")
-    p.set_defaults(func=run_command)
-    return p
 
 
 def read_sources_file(path: str) -> list[str]:
@@ -105,10 +113,14 @@ def run_command(args: argparse.Namespace) -> int:
         sinks.append(JsonLinesSink(args.json_out))
 
     det_opts = {"width": args.detect_width} if args.detect_width and args.detector != "none" else {}
+    if args.detector != "none":
+        det_opts.update(getattr(args, "detector_extra", {}).get(args.detector, {}))
+    if args.max_fps is not None and args.max_fps <= 0:
+        raise ConfigError(f"--max-fps must be positive; got {args.max_fps}")
     pipeline = Pipeline(args.model, sources, detector=args.detector, detector_options=det_opts,
                         backend=args.backend, device=args.device, threads=args.threads, max_batch=args.batch,
                         max_delay_ms=args.max_delay_ms, policy=args.policy, sinks=sinks,
-                        detect_workers=args.detect_workers, detect_every=args.detect_every,
+                        detect_workers=args.detect_workers, detect_every=args.detect_every, max_fps=args.max_fps,
                         max_frames=args.max_frames,
                         metrics_interval=args.metrics_interval)
     holder["p"] = pipeline

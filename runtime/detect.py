@@ -89,7 +89,8 @@ class YuNetFaceDetector:
     name = "yunet"
 
     def __init__(self, model: str | os.PathLike | None = None, width: int | None = 320,
-                 score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 500) -> None:
+                 score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 500,
+                 square: bool = False) -> None:
         if model is None:
             from edgecv.data import resource_path
 
@@ -101,6 +102,7 @@ class YuNetFaceDetector:
         except cv2.error as e:
             raise ModelError(f"{model}: cv2.FaceDetectorYN cannot load it ({str(e).strip().splitlines()[-1]})") from None
         self.width = width
+        self.square = square
         self._size: tuple[int, int] | None = None
 
     def detect(self, image: np.ndarray) -> list[Box]:
@@ -115,7 +117,16 @@ class YuNetFaceDetector:
         if faces is None:
             return []
         # Each row: x, y, w, h, 5 landmark pairs, score.
-        return [Box(round(r[0] * f), round(r[1] * f), round(r[2] * f), round(r[3] * f), float(r[14])) for r in faces]
+        boxes = [Box(round(r[0] * f), round(r[1] * f), round(r[2] * f), round(r[3] * f), float(r[14])) for r in faces]
+        return [haar_style(b) for b in boxes] if self.square else boxes
+
+
+def haar_style(b: Box) -> Box:
+    """YuNet's box is taller than wide and reaches into the hair; Haar's frontal-face box (and the
+    SMILES crops, cut with such a detector) is a square from the brows to the chin. Keep the width
+    and the chin, drop the forehead."""
+    side = min(b.w, b.h)
+    return Box(b.x + (b.w - side) // 2, b.y + b.h - side, side, side, b.score)
 
 
 DETECTORS: dict[str, Callable[..., Any]] = {"haar": HaarFaceDetector, "yunet": YuNetFaceDetector}

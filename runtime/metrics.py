@@ -75,7 +75,7 @@ class Metrics:
             sources[sid] = {"frames": n, "faces": faces[sid],
                             "fps": round((n - 1) / span, 2) if n > 1 and span > 0 else 0.0}
         total = sum(frames.values())
-        return {"elapsed_s": round(elapsed, 3), "frames": total,
+        return {"elapsed_s": round(elapsed, 3), "frames": total, "faces": sum(faces.values()),
                 "fps": round(total / elapsed, 2) if elapsed > 0 else 0.0,
                 "stages_ms": stages, "sources": sources,
                 "batches": {"count": len(sizes), "mean_size": round(float(np.mean(sizes)), 2) if sizes else 0.0,

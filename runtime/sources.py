@@ -230,8 +230,16 @@ class Source:
     """A reader in its own thread feeding a bounded queue of Frames under a Policy."""
 
     def __init__(self, reader: Reader, source_id: str = "s0", policy: Policy | str | None = None,
-                 queue_size: int = 4, backoff: Backoff = Backoff(), uri: str = "") -> None:
+                 queue_size: int = 4, backoff: Backoff = Backoff(), uri: str = "",
+                 max_fps: float | None = None) -> None:
         self.reader = reader
+        if max_fps is not None and max_fps <= 0:
+            raise ConfigError(f"max_fps must be positive; got {max_fps}")
+        # Live sources keep reading (so the device buffer never goes stale) and emit at most max_fps;
+        # files are paced instead, losing nothing.
+        self.min_interval = 1.0 / max_fps if max_fps else 0.0
+        self._last_emit = -1e9
+        self.skipped = 0
         self.id = source_id
         self.uri = uri or source_id
         if policy is None:
@@ -339,6 +347,15 @@ class Source:
                 broke = False
                 delays = self.backoff.delays()
                 last_frame_t = t1
+                if self.min_interval:
+                    wait = self._last_emit + self.min_interval - t1
+                    if wait > 0 and self.reader.live:
+                        self.decoded += 1
+                        self.skipped += 1
+                        continue
+                    if wait > 0:
+                        self._stop.wait(wait)
+                    self._last_emit = time.monotonic()
                 frame = Frame(self.id, self.decoded, t1, image, t1 - t0)
                 self.decoded += 1
                 self._put(frame)
@@ -381,19 +398,20 @@ class Source:
 
     def stats(self) -> dict:
         return {"uri": self.uri, "state": self.state.value, "policy": self.policy.value, "decoded": self.decoded,
-                "dropped": self.dropped, "reconnects": self.reconnects,
+                "dropped": self.dropped, "skipped_max_fps": self.skipped, "reconnects": self.reconnects,
                 "max_gap_s": round(max(self.gaps_s), 3) if self.gaps_s else 0.0,
                 "expected_frames": self.reader.expected_frames, "error": self.error}
 
 
 # --- parsing source strings ------------------------------------------------------------------------
-def parse_source(text: str, source_id: str = "s0", policy: str | None = None, queue_size: int = 4) -> Source:
+def parse_source(text: str, source_id: str = "s0", policy: str | None = None, queue_size: int = 4,
+                 max_fps: float | None = None) -> Source:
     """A Source for one source string (see the module docstring). Raises SourceError / ConfigError."""
     text = str(text).strip()
     if not text:
         raise SourceError("empty source string")
     reader = make_reader(text)
-    return Source(reader, source_id, policy, queue_size=queue_size, uri=text)
+    return Source(reader, source_id, policy, queue_size=queue_size, uri=text, max_fps=max_fps)
 
 
 def make_reader(text: str) -> Reader:
