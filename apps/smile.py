@@ -34,6 +34,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_smile)
 
 
+def yunet_or_haar() -> str:
+    """YuNet's weights come from the data registry (a mirror or a download). A box with neither
+    still gets a smile detector: the Haar cascade that ships with OpenCV, with a warning."""
+    from edgecv.data import resource_path
+    from edgecv.errors import DataError
+
+    try:
+        resource_path("yunet", "models/face_detection_yunet_2023mar.onnx")
+        return "yunet"
+    except DataError as e:
+        log.warning("YuNet face detector unavailable (%s); using the Haar cascade instead, which finds "
+                    "fewer faces (run `edgecv data fetch yunet` when online)", e)
+        return "haar"
+
+
 def cmd_smile(args: argparse.Namespace) -> int:
     from edgecv import zoo
     from edgecv.modelfile import load_spec
@@ -53,6 +68,8 @@ def cmd_smile(args: argparse.Namespace) -> int:
         raise ModelError(f"{path}: a smile model must have 2 labels (not smiling, smiling); "
                          f"this one is a {spec.task} model with labels {list(spec.labels)}")
     args.model = str(path)
+    if args.detector == "yunet":
+        args.detector = yunet_or_haar()
     # The smile model learnt from SMILES crops (a Haar-style square from brows to chin); make
     # YuNet's taller boxes look the same.
     args.detector_extra = {"yunet": {"square": True}}

@@ -11,6 +11,11 @@ from typing import Callable, Sequence
 
 from .errors import EdgecvError
 
+# OpenCV reads its decode limit once, when it loads: set it before any command imports cv2, so an
+# image in a format whose header edgecv.images does not parse (any content OpenCV sniffs, whatever
+# the file's name) still stops at edgecv's pixel limit instead of OpenCV's 1,073,741,824.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", os.environ.get("EDGECV_MAX_IMAGE_PIXELS", "40000000"))
+
 # name -> module whose `add_parser(subparsers)` registers it. A module that fails to import (a
 # layer whose extra is not installed) leaves its commands out with a note in --help.
 COMMAND_MODULES = (

@@ -21,7 +21,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) read from a PNG, JPEG, GIF or BMP header, or None if not recognised."""
+    """(width, height) read from a PNG, JPEG, GIF, BMP, WebP, TIFF or PNM header, or None if not recognised."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp_size(data)
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _tiff_size(data)
+    if data[:1] == b"P" and data[1:2] in b"123456" and len(data) > 2 and data[2:3].isspace():
+        return _pnm_size(data)
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         w, h = struct.unpack(">II", data[16:24])
         return w, h
@@ -51,6 +57,62 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """Width and length from the first IFD (classic TIFF and BigTIFF); None when unreadable."""
+    e = "<" if data[:2] == b"II" else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    try:
+        if big:
+            (ifd,) = struct.unpack(e + "Q", data[8:16])
+            (count,) = struct.unpack(e + "Q", data[ifd:ifd + 8])
+            first, size = ifd + 8, 20
+        else:
+            (ifd,) = struct.unpack(e + "I", data[4:8])
+            (count,) = struct.unpack(e + "H", data[ifd:ifd + 2])
+            first, size = ifd + 2, 12
+        dims: dict[int, int] = {}
+        for k in range(min(count, 4096)):
+            entry = data[first + k * size:first + (k + 1) * size]
+            tag, typ = struct.unpack(e + "HH", entry[:4])
+            if tag in (256, 257):
+                value = entry[12:] if big else entry[8:]
+                fmt = {3: "H", 4: "I", 16: "Q"}.get(typ)
+                if fmt is None:
+                    return None
+                dims[tag] = struct.unpack(e + fmt, value[:struct.calcsize(fmt)])[0]
+                if len(dims) == 2:
+                    return dims[256], dims[257]
+    except struct.error:
+        return None
+    return None
+
+
+def _pnm_size(data: bytes) -> tuple[int, int] | None:
+    """PBM/PGM/PPM (P1-P6): whitespace-separated width and height after the magic, # comments allowed."""
+    fields: list[int] = []
+    for line in data[2:4096].splitlines():
+        for tok in line.split(b"#", 1)[0].split():
+            if not tok.isdigit():
+                return None
+            fields.append(int(tok))
+            if len(fields) == 2:
+                return fields[0], fields[1]
+    return None
+
+
 def decode_image(data: bytes, name: str = "<bytes>", gray: bool = False) -> np.ndarray:
     """Decode image bytes to HxWx3 uint8 BGR (or HxW gray). Alpha is dropped, 16-bit scaled down."""
     if not data:
@@ -63,6 +125,8 @@ def decode_image(data: bytes, name: str = "<bytes>", gray: bool = False) -> np.n
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_UNCHANGED)
     except cv2.error as e:  # OpenCV's own pixel limit and some corrupt streams raise
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(e):  # a format header_size does not read (see edgecv.cli)
+            raise DataError(f"{name}: image exceeds the {MAX_PIXELS:,}-pixel limit (EDGECV_MAX_IMAGE_PIXELS)") from None
         raise DataError(f"{name}: cannot decode image ({str(e).strip().splitlines()[-1]})") from None
     if image is None or image.size == 0:
         raise DataError(f"{name}: not an image or corrupt")

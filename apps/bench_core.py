@@ -1,0 +1,374 @@
+"""The timing harness of `edgecv benchmark`: one configuration (artefact x backend x device x batch)
+measured in a fresh Python process, so its peak RSS, imports, thread pools and warm caches are its own.
+
+In the child, in this order: import the runtime library (baseline RSS), open the backend (load
+time), first inference (lazy allocation included), a fixed number of warm-up runs, then rounds of
+  - the harness loop: `backend.run(x)` timed per call with `time.perf_counter_ns`, for a fixed
+    share of the duration, and
+  - the bare loop: the same number of calls straight into the engine (LiteRT `set_tensor` /
+    `invoke` / `get_tensor` on a raw interpreter sized to the batch, or ONNX Runtime
+    `session.run` on the backend's own session), timed as one block with no per-call work.
+Alternating the two in rounds means a busy neighbour slows both alike, so their ratio (the
+harness's overhead) stays meaningful on a shared box. Accuracy runs last, after peak RSS is read.
+
+`python -m edgecv.apps.bench_core CONFIG_JSON` is the child; `run_isolated(config)` the parent side.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from edgecv.errors import BackendError, EdgecvError
+
+# Harness and bare loop alternate in blocks of about this many seconds (at least MIN_ROUNDS blocks
+# each): short enough that a neighbour's burst of work lands on both loops alike.
+BLOCK_S = 0.1
+MIN_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class AccuracyJob:
+    """What to score after timing. kind "arrays": preprocessed inputs and integer labels saved by
+    the parent as .npy (`label_map` maps data-set class i to model output label_map[i]);
+    kind "captcha": the captcha solver on `data` (a registry name or folder) and `split`."""
+
+    kind: str
+    data: str
+    split: str
+    x_path: str | None = None
+    y_path: str | None = None
+    label_map: list[int] | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One configuration to measure. threads None leaves the library's default."""
+
+    path: str
+    backend: str
+    device: str
+    batch: int
+    threads: int | None
+    duration_s: float
+    warmup: int
+    rounds: int | None = None          # None: duration / BLOCK_S, at least MIN_ROUNDS
+    accuracy: AccuracyJob | None = None
+    # Real preprocessed images to time on (the first `batch` rows, tiled); random when None.
+    inputs_path: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "BenchConfig":
+        d = json.loads(text)
+        acc = d.pop("accuracy", None)
+        return cls(**d, accuracy=AccuracyJob(**acc) if acc else None)
+
+
+class BenchChildError(EdgecvError):
+    """A configuration that could not be measured (the child's own message, or its stderr tail)."""
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+def _status_mb(key: str) -> float | None:
+    """A /proc/self/status field in MB (VmRSS: now; VmHWM: peak so far); None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_mb() -> float | None:
+    return _status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(r / (1 << 20) if sys.platform == "darwin" else r / 1024, 1)
+
+
+# -- the two loops --------------------------------------------------------------------------------
+
+def timed_block(run: Callable[[np.ndarray], Any], x: np.ndarray, seconds: float, out: list[int]) -> int:
+    """Call run(x) until `seconds` have passed; append each call's ns to `out`; return the count.
+
+    One clock read per call: the end of one call is the start of the next, so the loop adds
+    only a subtraction and an append to what it measures.
+    """
+    clock = time.perf_counter_ns
+    append = out.append
+    n0 = len(out)
+    t_prev = clock()
+    deadline = t_prev + int(seconds * 1e9)
+    while t_prev < deadline:
+        run(x)
+        t = clock()
+        append(t - t_prev)
+        t_prev = t
+    return len(out) - n0
+
+
+def bare_block(call: Callable[[], Any], n: int) -> int:
+    """n calls of the bare engine loop, timed as a whole (ns)."""
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        call()
+    return time.perf_counter_ns() - t0
+
+
+def _quantized(x: np.ndarray, q: tuple[float, int], dtype: np.dtype) -> np.ndarray:
+    from edgecv.runtime.backends import quantize
+    return quantize(x, q, dtype)
+
+
+def bare_call(backend: Any, x: np.ndarray, threads: int | None) -> tuple[Callable[[], Any], Any]:
+    """A zero-argument call that runs one batch straight on the engine, with inputs prepared
+    (and quantized) now; returns (call, keep-alive object)."""
+    name = backend.name
+    if name == "onnxruntime":
+        sess = backend.session
+        iname = backend.input_spec.name
+        oname = sess.get_outputs()[0].name
+        fixed = backend.input_spec.shape[0] if backend.input_spec.shape[0] else None
+        chunks = [x[i:i + fixed] for i in range(0, len(x), fixed)] if fixed else [x]
+        if getattr(backend, "device", "cpu") != "cpu":
+            binding = sess.io_binding()
+
+            def call() -> Any:  # mirrors OrtBackend.run on a GPU provider: one copy each way
+                for c in chunks:
+                    binding.bind_cpu_input(iname, c)
+                    binding.bind_output(oname, "cpu")
+                    sess.run_with_iobinding(binding)
+                    binding.copy_outputs_to_cpu()
+            return call, binding
+        run = sess.run
+        feeds = [{iname: c} for c in chunks]
+        outs = [oname]
+
+        def call() -> Any:
+            for f in feeds:
+                run(outs, f)
+        return call, None
+    if name == "litert":
+        from edgecv.runtime.backends import _litert_factory
+
+        it = _litert_factory()(model_content=backend.path.read_bytes(), num_threads=threads)
+        inp = it.get_input_details()[0]
+        it.resize_tensor_input(inp["index"], [len(x), *[int(d) for d in inp["shape"][1:]]])
+        it.allocate_tensors()
+        inp = it.get_input_details()[0]
+        oidx = it.get_output_details()[0]["index"]
+        dtype = np.dtype(inp["dtype"])
+        xin = _quantized(x, inp["quantization"], dtype) if dtype in (np.int8, np.uint8) else x
+        iidx, set_tensor, invoke, get_tensor = inp["index"], it.set_tensor, it.invoke, it.get_tensor
+
+        def call() -> Any:
+            set_tensor(iidx, xin)
+            invoke()
+            return get_tensor(oidx)
+        return call, it
+    if name == "keras":
+        model = backend.model
+        return (lambda: model(x, training=False)), None
+    raise BackendError(f"no bare loop for backend {name!r}")
+
+
+# -- accuracy -------------------------------------------------------------------------------------
+
+def score_arrays(run: Callable[[np.ndarray], np.ndarray], job: AccuracyJob, batch: int) -> dict[str, Any]:
+    x = np.load(job.x_path, mmap_mode="r")
+    y = np.load(job.y_path)
+    if job.limit:
+        x, y = x[:job.limit], y[:job.limit]
+    # Chunks of at least 32: the batch-1 configuration would otherwise spend seconds here.
+    step = max(batch, 32)
+    probs = np.concatenate([run(np.ascontiguousarray(x[i:i + step])) for i in range(0, len(x), step)])
+    pred = (probs[:, 0] > 0.5).astype(np.int64) if probs.ndim == 1 or probs.shape[1] == 1 else probs.argmax(1)
+    if job.label_map is not None:
+        y = np.asarray(job.label_map)[y]
+    return {"accuracy": float(np.mean(pred == y)), "accuracy_n": int(len(y))}
+
+
+def score_captcha(path: str, backend: str, job: AccuracyJob) -> dict[str, Any]:
+    from .captcha_eval import evaluate_captcha
+
+    r = evaluate_captcha(path, job.data, split=job.split, backend=backend, limit=job.limit)
+    return {"accuracy": float(r["sequence_accuracy"]), "accuracy_n": int(r.get("n", 0) or 0)}
+
+
+# -- the child ------------------------------------------------------------------------------------
+
+class _Collect(logging.Handler):
+    """Keeps WARNING+ records: the parent prints them once, beside the row they belong to."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg not in self.messages:
+            self.messages.append(msg)
+
+
+def _inputs(cfg: BenchConfig, shape: tuple[int, ...]) -> np.ndarray:
+    if cfg.inputs_path:
+        pool = np.load(cfg.inputs_path, mmap_mode="r")
+        idx = np.arange(cfg.batch) % len(pool)
+        return np.ascontiguousarray(pool[idx], dtype=np.float32)
+    # No data: uniform noise in [0, 1), the range of the usual scale-to-1 chain.
+    return np.random.default_rng(0).random((cfg.batch, *shape), dtype=np.float32)
+
+
+def measure(cfg: BenchConfig) -> dict[str, Any]:
+    """Measure one configuration in this process (meant to be a fresh one). Raises EdgecvError."""
+    collect = _Collect()
+    logging.getLogger().addHandler(collect)
+    logging.getLogger().setLevel(logging.WARNING)
+    from edgecv.runtime.backends import open_backend
+
+    # The runtime library is imported before the baseline, so baseline = interpreter + numpy +
+    # library, and peak - baseline is what this model and batch cost on top.
+    if cfg.backend == "onnxruntime":
+        import onnxruntime  # noqa: F401
+    elif cfg.backend == "litert":
+        try:
+            import ai_edge_litert.interpreter  # noqa: F401
+        except ImportError:
+            pass
+    baseline = rss_mb()
+
+    t0 = time.perf_counter_ns()
+    backend = open_backend(cfg.path, backend=cfg.backend, device=cfg.device, threads=cfg.threads)
+    load_ms = (time.perf_counter_ns() - t0) / 1e6
+    try:
+        x = _inputs(cfg, tuple(backend.spec.input_shape))
+        t0 = time.perf_counter_ns()
+        backend.run(x)
+        first_ms = (time.perf_counter_ns() - t0) / 1e6
+        for _ in range(cfg.warmup):
+            backend.run(x)
+
+        times: list[int] = []
+        rounds = cfg.rounds or max(MIN_ROUNDS, int(round(cfg.duration_s / BLOCK_S)))
+        share = cfg.duration_s / rounds
+        ratios, bare_means, harness_means = [], [], []
+        peak = None
+        call = None
+        for r in range(rounds):
+            n0 = len(times)
+            n = timed_block(backend.run, x, share, times)
+            if peak is None:
+                # Read before the bare engine and the accuracy data exist: this is the peak of
+                # load + first inference + warm-up + steady running, nothing else.
+                peak = peak_rss_mb()
+                call, _keep = bare_call(backend, x, cfg.threads)
+                for _ in range(max(cfg.warmup, 1)):
+                    call()
+            harness_ns = sum(times[n0:])
+            bare_ns = bare_block(call, n)
+            harness_means.append(harness_ns / n)
+            bare_means.append(bare_ns / n)
+            ratios.append(harness_ns / max(bare_ns, 1))
+        ms = np.asarray(times, dtype=np.float64) / 1e6
+        p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+        timed_s = float(ms.sum()) / 1e3
+        row: dict[str, Any] = {
+            "load_ms": round(load_ms, 3), "first_ms": round(first_ms, 3),
+            "iters": int(len(ms)), "timed_s": round(timed_s, 3),
+            "latency_ms_p50": round(p50, 4), "latency_ms_p90": round(p90, 4), "latency_ms_p99": round(p99, 4),
+            "latency_ms_mean": round(float(ms.mean()), 4), "latency_ms_min": round(float(ms.min()), 4),
+            "latency_ms_max": round(float(ms.max()), 4),
+            "per_image_ms_p50": round(p50 / cfg.batch, 5), "per_image_ms_p90": round(p90 / cfg.batch, 5),
+            "per_image_ms_p99": round(p99 / cfg.batch, 5),
+            "throughput_ips": round(cfg.batch * len(ms) / timed_s, 1),
+            "harness_ms_mean": round(float(np.median(harness_means)) / 1e6, 4),
+            "bare_ms_mean": round(float(np.median(bare_means)) / 1e6, 4),
+            "overhead_pct": round((float(np.median(ratios)) - 1.0) * 100, 2),
+            "overhead_min_pct": round((min(harness_means) / max(min(bare_means), 1) - 1.0) * 100, 2),
+            "peak_rss_mb": peak, "baseline_rss_mb": baseline,
+            "input_dtype": backend.input_spec.dtype,
+            "provider": _provider(backend), "device_used": getattr(backend, "device", "cpu"),
+        }
+        if cfg.accuracy is not None:
+            if cfg.accuracy.kind == "captcha":
+                row.update(score_captcha(cfg.path, cfg.backend, cfg.accuracy))
+            else:
+                row.update(score_arrays(backend.run, cfg.accuracy, cfg.batch))
+    finally:
+        backend.close()
+    row["warnings"] = collect.messages
+    return row
+
+
+def _provider(backend: Any) -> str:
+    if backend.name == "onnxruntime":
+        return ",".join(backend.providers)
+    if backend.name == "litert":
+        return "LiteRT CPU"
+    return "Keras " + os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def run_isolated(cfg: BenchConfig, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """measure(cfg) in a fresh Python process; raises BenchChildError with the child's reason."""
+    timeout = 180 + 4 * cfg.duration_s + 2 * cfg.warmup
+    e = dict(os.environ)
+    e.update(env or {})
+    e.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgecv.apps.bench_core", cfg.to_json()],
+                              capture_output=True, timeout=timeout, env=e)
+    except subprocess.TimeoutExpired:
+        raise BenchChildError(f"{cfg.path}: measuring took longer than {timeout:.0f} s; gave up") from None
+    lines = proc.stdout.decode(errors="replace").strip().splitlines()
+    result = None
+    if lines:
+        try:
+            result = json.loads(lines[-1])
+        except ValueError:
+            result = None
+    if isinstance(result, dict) and "error" in result:
+        raise BenchChildError(result["error"])
+    if proc.returncode != 0 or not isinstance(result, dict):
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise BenchChildError(f"{cfg.path} ({cfg.backend}, batch {cfg.batch}): the measuring process failed "
+                              f"(exit {proc.returncode}): " + " | ".join(tail))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m edgecv.apps.bench_core CONFIG_JSON (used by edgecv benchmark)", file=sys.stderr)
+        return 2
+    cfg = BenchConfig.from_json(argv[0])
+    try:
+        row = measure(cfg)
+    except EdgecvError as e:
+        print(json.dumps({"error": str(e)}))
+        return 3
+    print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
