@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 from .errors import ModelError, ModelSpecError
@@ -39,7 +40,12 @@ def read_tflite_spec(path: str | os.PathLike) -> ModelSpec | None:
                 raise ModelSpecError(f"{path}: embedded ModelSpec is implausibly large")
             return ModelSpec.from_json(z.read(TFLITE_MEMBER))
     except zipfile.BadZipFile:
-        return None
+        return None  # trailing bytes that are no zip: no embedded spec
+    except ModelSpecError as e:
+        raise ModelSpecError(f"{path}: embedded {e}") from None
+    except (zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, OSError) as e:
+        # a zip whose member is damaged (bad deflate data, CRC, encrypted, unknown compression)
+        raise ModelSpecError(f"{path}: embedded ModelSpec is unreadable ({first_line(e)})") from None
 
 
 def read_onnx_spec(path: str | os.PathLike) -> ModelSpec | None:
@@ -53,7 +59,10 @@ def read_onnx_spec(path: str | os.PathLike) -> ModelSpec | None:
     except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types
         raise ModelError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
     text = sess.get_modelmeta().custom_metadata_map.get(ONNX_KEY)
-    return ModelSpec.from_json(text) if text else None
+    try:
+        return ModelSpec.from_json(text) if text else None
+    except ModelSpecError as e:
+        raise ModelSpecError(f"{path}: embedded {e}") from None
 
 
 def first_line(e: BaseException) -> str:

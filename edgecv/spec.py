@@ -128,7 +128,10 @@ class ModelSpec:
             raise ModelSpecError(f"no ModelSpec at {path}") from None
         except (OSError, UnicodeDecodeError) as e:
             raise ModelSpecError(f"cannot read ModelSpec {path}: {e}") from None
-        return cls.from_json(text)
+        try:
+            return cls.from_json(text)
+        except ModelSpecError as e:  # name the file: a user may have several specs beside several models
+            raise ModelSpecError(f"{path}: {e}") from None
 
     @property
     def num_classes(self) -> int:

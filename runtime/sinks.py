@@ -83,6 +83,14 @@ class VideoSink:
         suffix = self.path.suffix.lower()
         if suffix not in VIDEO_CODECS:
             raise ConfigError(f"video output must end in {' or '.join(VIDEO_CODECS)}; got {self.path.name!r}")
+        # The writer opens at the first frame (its size is not known before); a folder that cannot
+        # hold the file is a user error now, not a sink that dies mid-run.
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot write {self.path}: {e.strerror or e}") from None
+        if not os.access(self.path.parent, os.W_OK):
+            raise ConfigError(f"cannot write {self.path}: {self.path.parent} is not writable")
         self.fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[suffix])
         self.per_source = per_source
         self.fps = fps
@@ -131,8 +139,8 @@ class JsonLinesSink:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "w", encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot write {self.path}: {e.strerror or e}") from None

@@ -106,3 +106,12 @@ def test_bad_chain_and_spec_messages():
         ModelSpec.from_json("{nope")
     with pytest.raises(ModelSpecError, match="colour"):
         ModelSpec("m", "classify", (28, 28, 3), "gray", [])
+
+
+def test_channel_means_do_not_saturate_on_large_float32_sets():
+    """Regression: float32 accumulation over 46M values per channel returned 0.364 for every channel."""
+    from edgecv.train.trainer import channel_means
+    x = np.empty((45000, 32, 32, 3), np.float32)
+    x[..., 0], x[..., 1], x[..., 2] = 0.49, 0.48, 0.45
+    assert np.allclose(channel_means(x), [0.49, 0.48, 0.45], atol=1e-5)
+    assert np.allclose(MeanPreprocessor.fit(x).means, [0.49, 0.48, 0.45], atol=1e-5)

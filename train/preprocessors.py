@@ -91,7 +91,9 @@ class MeanPreprocessor(Preprocessor):
     @classmethod
     def fit(cls, images: np.ndarray) -> "MeanPreprocessor":
         """Means of an NxHxWxC batch (in the chain's units at this point)."""
-        return cls(np.asarray(images, np.float64).reshape(-1, images.shape[-1]).mean(axis=0).tolist())
+        # float64 accumulation: a float32 sum over tens of millions of pixels saturates at 2**24.
+        images = np.asarray(images)
+        return cls(images.reshape(-1, images.shape[-1]).mean(axis=0, dtype=np.float64).tolist())
 
     def __call__(self, image):
         return image.astype(np.float32) - np.asarray(self.means, np.float32)
