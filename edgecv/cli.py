@@ -38,6 +38,11 @@ EPILOG = """examples:
 """
 
 
+# Optional dependencies -> the extra that installs them (an edge box has none of these).
+EXTRAS = {"tensorflow": "train", "keras": "train", "h5py": "train", "sklearn": "train", "matplotlib": "train",
+          "imutils": "train", "tf2onnx": "export", "onnx": "export", "captcha": "captcha"}
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but usage errors exit 2 with one line (no traceback), like every other error."""
 
@@ -79,6 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgecvError as e:
         print(f"edgecv: error: {e}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"edgecv: error: this command needs {e.name}, which the base install leaves out; "
+              f"install it with: pip install 'edgecv[{extra}]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("edgecv: interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ the previous complete file in place: no corrupt checkpoint is ever the latest.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -16,6 +17,8 @@ from typing import Callable
 import keras
 
 from edgecv.spec import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^epoch-(\d{4})\.keras$")
 
@@ -122,10 +125,14 @@ def latest_checkpoint(ckpt_dir: Path) -> tuple[Path, dict] | None:
         m = CKPT_RE.match(p.name)
         if m and p.with_suffix(".json").exists():
             found.append((int(m.group(1)), p))
-    if not found:
-        return None
-    _, path = max(found)
-    return path, json.loads(path.with_suffix(".json").read_text())
+    # Newest first; a state file that does not parse (a disk fault: atomic writes never leave one)
+    # is passed over for the checkpoint before it rather than ending --resume with a traceback.
+    for _, path in sorted(found, reverse=True):
+        try:
+            return path, json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError) as e:
+            log.warning("checkpoint %s: unreadable state (%s); trying the one before", path.name, e)
+    return None
 
 
 class LRSchedule(keras.callbacks.Callback):
