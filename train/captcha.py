@@ -257,24 +257,45 @@ def train_ctc(args: argparse.Namespace) -> Path:
     val = _CTCValidation(model, xva, list(tva), charset, run / "model.keras", history, run, args.patience)
     seq = ArraySequence(xtr, ytr, args.batch_size, None if args.no_aug else ctc_augment(), seed=args.seed)
     t0 = time.monotonic()
-    trainer.fit(seq, validation_data=(xva, yva), epochs=args.epochs, callbacks=[val], verbose=0)
+    try:
+        trainer.fit(seq, validation_data=(xva, yva), epochs=args.epochs, callbacks=[val], verbose=0)
+    except KeyboardInterrupt:
+        # Ctrl+C ends a long run early but keeps what it learnt: the best checkpoint is complete.
+        if not (run / "model.keras").exists():
+            raise
+        log.warning("interrupted at epoch %d: finishing with the best model so far (epoch %s)",
+                    len(history), val.best_epoch)
     fit_s = time.monotonic() - t0
+    return finish_ctc(run, args, charset, shape, chain, int(t_steps), fit_s, history, val.best_epoch,
+                      val.best[0], len(xtr), len(xva), te)
 
+
+def finish_ctc(run: Path, args: argparse.Namespace, charset: str, shape: tuple[int, int, int],
+               chain: list[dict[str, Any]], t_steps: int, fit_s: float, history: list[dict],
+               best_epoch: int | None, best_val: float, n_train: int, n_val: int, te) -> Path:
+    """Write spec.json and eval.json (test split) for a CTC run whose best model.keras is saved."""
+    import keras
+
+    from edgecv.apps.captcha_ctc import greedy_decode
+    from edgecv.apps.captcha_eval import score_texts
+
+    h, w, _ = shape
+    transform = lambda ims: apply_chain(ims, chain, shape)  # noqa: E731
     best = keras.saving.load_model(run / "model.keras", safe_mode=True)
     spec = ModelSpec(name=args.name or "captcha-v2", task="captcha-ctc", input_shape=shape, colour="gray",
                      preprocess=chain, charset=charset, arch="crnn", source_hash=file_sha256(run / "model.keras"),
                      data={"dataset": str(args.data), "split": {"method": "hash", "val": 0.1, "test": 0.2},
-                           "train": len(xtr), "val": len(xva), "test": len(te)},
-                     extra={"blank": len(charset), "time_steps": int(t_steps), "decoder": "greedy"})
+                           "train": n_train, "val": n_val, "test": len(te)},
+                     extra={"blank": len(charset), "time_steps": t_steps, "decoder": "greedy"})
     report: dict[str, Any] = {"fit_seconds": round(fit_s, 1), "epochs_run": len(history),
-                              "best_epoch": val.best_epoch, "val_seq_accuracy": val.best[0]}
+                              "best_epoch": best_epoch, "val_seq_accuracy": best_val}
     if len(te):
         xte, tte = te.load_arrays(transform)
         dec = greedy_decode(best.predict(xte, batch_size=64, verbose=0), charset)
         report["test"] = score_texts([d.text for d in dec], list(tte), [d.confidence for d in dec])
         report["test"]["wrong"] = [{"label": t, "text": d.text, "confidence": d.confidence}
                                    for d, t in zip(dec, tte) if d.text != t]
-    metrics = {"val_seq_accuracy": val.best[0], "best_epoch": val.best_epoch}
+    metrics = {"val_seq_accuracy": best_val, "best_epoch": best_epoch}
     if "test" in report:
         metrics.update({f"test_{k}": report["test"][k] for k in ("sequence_accuracy", "char_accuracy", "cer", "n")})
     spec.replace(metrics=metrics).save(run / "spec.json")
