@@ -259,27 +259,28 @@ def train_ctc(args: argparse.Namespace) -> Path:
     t0 = time.monotonic()
     try:
         trainer.fit(seq, validation_data=(xva, yva), epochs=args.epochs, callbacks=[val], verbose=0)
+        stopped = "max epochs" if len(history) >= args.epochs else f"no better val accuracy for {args.patience} epochs"
     except KeyboardInterrupt:
         # Ctrl+C ends a long run early but keeps what it learnt: the best checkpoint is complete.
         if not (run / "model.keras").exists():
             raise
         log.warning("interrupted at epoch %d: finishing with the best model so far (epoch %s)",
                     len(history), val.best_epoch)
+        stopped = "interrupted (Ctrl+C)"
     fit_s = time.monotonic() - t0
     return finish_ctc(run, args, charset, shape, chain, int(t_steps), fit_s, history, val.best_epoch,
-                      val.best[0], len(xtr), len(xva), te)
+                      val.best[0], len(xtr), len(xva), te, stopped)
 
 
 def finish_ctc(run: Path, args: argparse.Namespace, charset: str, shape: tuple[int, int, int],
                chain: list[dict[str, Any]], t_steps: int, fit_s: float, history: list[dict],
-               best_epoch: int | None, best_val: float, n_train: int, n_val: int, te) -> Path:
+               best_epoch: int | None, best_val: float, n_train: int, n_val: int, te, stopped: str = "") -> Path:
     """Write spec.json and eval.json (test split) for a CTC run whose best model.keras is saved."""
     import keras
 
     from edgecv.apps.captcha_ctc import greedy_decode
     from edgecv.apps.captcha_eval import score_texts
 
-    h, w, _ = shape
     transform = lambda ims: apply_chain(ims, chain, shape)  # noqa: E731
     best = keras.saving.load_model(run / "model.keras", safe_mode=True)
     spec = ModelSpec(name=args.name or "captcha-v2", task="captcha-ctc", input_shape=shape, colour="gray",
@@ -287,7 +288,7 @@ def finish_ctc(run: Path, args: argparse.Namespace, charset: str, shape: tuple[i
                      data={"dataset": str(args.data), "split": {"method": "hash", "val": 0.1, "test": 0.2},
                            "train": n_train, "val": n_val, "test": len(te)},
                      extra={"blank": len(charset), "time_steps": t_steps, "decoder": "greedy"})
-    report: dict[str, Any] = {"fit_seconds": round(fit_s, 1), "epochs_run": len(history),
+    report: dict[str, Any] = {"fit_seconds": round(fit_s, 1), "epochs_run": len(history), "stopped": stopped,
                               "best_epoch": best_epoch, "val_seq_accuracy": best_val}
     if len(te):
         xte, tte = te.load_arrays(transform)
