@@ -121,6 +121,9 @@ class LiteRTBackend(BackendBase):
         self._content = self.path.read_bytes()
         self._factory = _litert_factory()
         self._interpreters: dict[int, Any] = {}
+        # get_input_details()/get_output_details() build dicts on every call (20-60 us each: 10-25%
+        # of a LeNet invoke at batch 1), so each bucket's details are read once, with its interpreter.
+        self._details: dict[int, tuple[dict, dict]] = {}
         self._lock = threading.Lock()
         base = self._interpreter(self.buckets[0])
         inp = base.get_input_details()[0]
@@ -141,6 +144,7 @@ class LiteRTBackend(BackendBase):
             if int(inp["shape"][0]) != bucket:
                 it.resize_tensor_input(inp["index"], [bucket, *[int(d) for d in inp["shape"][1:]]])
             it.allocate_tensors()
+            self._details[bucket] = (it.get_input_details()[0], it.get_output_details()[0])
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.path}: LiteRT cannot load this model ({first_line(e)})") from None
         self._interpreters[bucket] = it
@@ -165,8 +169,7 @@ class LiteRTBackend(BackendBase):
         n = len(chunk)
         bucket = self.bucket_for(n)
         it = self._interpreter(bucket)
-        inp = it.get_input_details()[0]
-        out = it.get_output_details()[0]
+        inp, out = self._details[bucket]
         if n < bucket:
             pad = np.zeros((bucket - n, *chunk.shape[1:]), np.float32)
             chunk = np.concatenate([chunk, pad])
@@ -182,6 +185,7 @@ class LiteRTBackend(BackendBase):
 
     def close(self) -> None:
         self._interpreters.clear()
+        self._details.clear()
 
 
 def _litert_factory() -> Callable[..., Any]:

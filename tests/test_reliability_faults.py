@@ -101,7 +101,9 @@ def test_second_signal_stops_without_draining_and_still_finalises(smile_model_fi
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     lines = whole_json_lines(events)
-    assert [e["frame"] for e in lines] == list(range(len(lines)))
+    frames = [e["frame"] for e in lines]
+    # The second signal drops the frames still queued at the sources: a gap is allowed, disorder is not.
+    assert frames == sorted(set(frames)) and len(frames) >= 5
     assert count_frames(video) == len(lines) == json.loads(out)["frames"]
 
 
