@@ -207,7 +207,7 @@ def segment(image: np.ndarray, expected: int | None = 4, min_speck: float = 0.12
         if len(boxes) - len(small) == expected:
             boxes = [b for b in boxes if b[4] >= floor]
             notes.append(f"dropped {len(small)} small extra box(es)")
-    crops = tuple(_crop(padded, b) for b in boxes)
+    crops = tuple(_crop(padded, b, boxes, th) for b in boxes)
     wide = [b for b in boxes if b[2] > 1.6 * b[3]]
     if expected is not None and wide:
         return Segmentation(tuple((b[0] - PAD, b[1] - PAD, b[2], b[3]) for b in boxes), crops, False,
@@ -219,11 +219,25 @@ def segment(image: np.ndarray, expected: int | None = 4, min_speck: float = 0.12
     return Segmentation(out_boxes, crops, True, None, tuple(notes))
 
 
-def _crop(padded: np.ndarray, b: list[int]) -> np.ndarray:
+def _crop(padded: np.ndarray, b: list[int], boxes: list[list[int]], th: np.ndarray) -> np.ndarray:
+    """The box plus MARGIN, with any neighbouring character that reaches into the margin painted
+    over with the background: digits split apart were trained on clean crops, not on crops with a
+    slice of the next digit at the edge. Crops of well-separated characters stay the book's."""
     x, y, w, h = b[:4]
     y0, y1, x0, x1 = y - MARGIN, y + h + MARGIN, x - MARGIN, x + w + MARGIN
     if y0 >= 0 and x0 >= 0 and y1 <= padded.shape[0] and x1 <= padded.shape[1]:
-        return padded[y0:y1, x0:x1].copy()
-    # Near the border: replicate edges rather than return a short crop.
-    big = cv2.copyMakeBorder(padded, MARGIN, MARGIN, MARGIN, MARGIN, cv2.BORDER_REPLICATE)
-    return big[y0 + MARGIN:y1 + MARGIN, x0 + MARGIN:x1 + MARGIN].copy()
+        crop = padded[y0:y1, x0:x1].copy()
+    else:
+        # Near the border: replicate edges rather than return a short crop.
+        big = cv2.copyMakeBorder(padded, MARGIN, MARGIN, MARGIN, MARGIN, cv2.BORDER_REPLICATE)
+        crop = big[y0 + MARGIN:y1 + MARGIN, x0 + MARGIN:x1 + MARGIN].copy()
+    for o in boxes:
+        if o is b:
+            continue
+        # Columns of the neighbour inside this crop, minus this character's own columns.
+        lo, hi = max(o[0], x0), min(o[0] + o[2], x1)
+        lo, hi = (lo, min(hi, x)) if o[0] < x else (max(lo, x + w), hi)
+        if lo < hi:
+            background = np.median(padded[th == 0]) if np.any(th == 0) else 255
+            crop[:, lo - x0:hi - x0] = np.uint8(background)
+    return crop

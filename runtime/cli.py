@@ -155,4 +155,9 @@ def run_command(args: argparse.Namespace) -> int:
     if pipeline.state is PipelineState.FAILED:
         print(f"edgecv: error: {pipeline.error}", file=sys.stderr)
         return 1
+    if summary.get("sinks_failed"):
+        # The other sinks kept running, but an output the user asked for is incomplete: say so.
+        failed = "; ".join(f"{k}: {v}" for k, v in summary["sinks_failed"].items())
+        print(f"edgecv: error: output failed during the run ({failed})", file=sys.stderr)
+        return 1
     return 0

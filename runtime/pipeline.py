@@ -29,7 +29,7 @@ from .detect import Box, Detector, make_detector
 from .metrics import Metrics
 from .results import Detection, FrameResult, postprocess
 from .sinks import Sink, SinkSet
-from .sources import Frame, Source, parse_source
+from .sources import Frame, Policy, Source, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,13 @@ class Pipeline:
         self.detector_options = dict(detector_options or {})
         self.max_batch, self.max_delay_ms = max_batch, max_delay_ms
         self.detect_workers = detect_workers
-        # Frames in flight bound both memory and the batch the batcher can form: with fewer in flight
-        # than max_batch, batches never fill (measured on an H100: 16 in flight capped batches at 16
-        # and made batching slower than batch 1; 512 in flight gave 63-image batches, 2x batch 1).
+        # Frames in flight bound memory, the batch the batcher can form, and (for live sources) the
+        # age of what is shown. Files: 2 x max_batch, so batches fill (on an H100, 16 in flight
+        # capped batches at 16 and made batching slower than batch 1; 512 gave 63-image batches, 2x
+        # batch 1). Live (`latest`): a few per detect worker and one per stream, because a frame
+        # taken from its source can no longer be dropped and ages (the soak saw p99 age 72 s with 64).
+        # Resolved in start(), once the sources' policies are known.
+        self._max_inflight_arg = max_inflight
         self.max_inflight = max_inflight or max(8, 4 * detect_workers, 2 * max_batch)
         self.max_fps = max_fps
         self.max_frames = max_frames
@@ -127,7 +131,7 @@ class Pipeline:
         self._jobs: deque[_Job] = deque()
         self._jobs_cv = threading.Condition()
         self._dispatch_done = False
-        self._slots = threading.Semaphore(self.max_inflight)
+        self._slots: threading.Semaphore | None = None
         self._local = threading.local()
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -164,6 +168,9 @@ class Pipeline:
         except BaseException:
             self._abort_start()
             raise
+        if self._max_inflight_arg is None and any(s.policy is Policy.LATEST for s in self.sources):
+            self.max_inflight = max(8, 4 * self.detect_workers, len(self.sources))
+        self._slots = threading.Semaphore(self.max_inflight)
         self.batcher = Batcher(self.backend.run, self.max_batch, self.max_delay_ms, on_batch=self.metrics.batch)
         self._pool = ThreadPoolExecutor(self.detect_workers, thread_name_prefix="detect")
         self.metrics.t_start = time.monotonic()
@@ -256,13 +263,16 @@ class Pipeline:
             while True:
                 if all(s.done for s in self.sources):
                     break
-                frame, src, rr = self._next_frame(rr)
-                if frame is None:
-                    continue
-                self.metrics.observe("decode", frame.decode_s)
+                # A slot first, then a frame: under `latest` a frame left in its source's queue can
+                # still be replaced by a newer one; a frame taken and waiting for a slot only ages.
                 while not self._slots.acquire(timeout=0.1):
                     if self._finished.is_set():  # the sink thread is gone: nobody frees a slot
                         return
+                frame, src, rr = self._next_frame(rr)
+                if frame is None:
+                    self._slots.release()
+                    continue
+                self.metrics.observe("decode", frame.decode_s)
                 job = _Job(frame, src.reader.fps)
                 with self._jobs_cv:
                     self._jobs.append(job)

@@ -158,6 +158,7 @@ def test_disk_full_under_one_sink_is_reported_and_the_other_sink_completes(smile
     err = proc.stderr.decode()
     assert "Traceback" not in err
     assert "sink json failed" in err and "No space left on device" in err
+    assert proc.returncode == 1 and "output failed during the run" in err  # an asked-for output is incomplete
     summary = json.loads(proc.stdout)
     assert "json" in summary["sinks_failed"] and summary["frames"] == 40
     assert count_frames(video) == 40
