@@ -22,7 +22,7 @@ def register(name: str, *aliases: str):
 
 def _load_all() -> None:
     # Importing the modules runs their @register decorators.
-    from . import cnn, googlenet, resnet, olafenwa  # noqa: F401
+    from . import cnn, crnn, googlenet, olafenwa, resnet  # noqa: F401
 
 
 def list_models() -> list[str]:
