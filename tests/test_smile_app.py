@@ -40,7 +40,7 @@ def shipped_run(tmp_path_factory):
 
 def test_shipped_model_exists_with_its_card():
     assert "smile" in zoo.names()
-    for suffix in (".int8.tflite", ".onnx", ".int8.onnx"):
+    for suffix in (".fp16.tflite", ".onnx", ".int8.onnx"):
         assert (zoo.ZOO_DIR / f"smile{suffix}").stat().st_size > 0, suffix
     card = (zoo.ZOO_DIR / "smile.md").read_text()
     assert "edgecv train smile" in card and "accuracy" in card.lower()

@@ -1,6 +1,7 @@
 """Pretrained models shipped inside the package, each with a model card (NAME.md) beside it.
 
-A name resolves to its artefact by preference: int8 TFLite (smallest, LiteRT), then ONNX.
+A name resolves to its artefact by preference: full-int8 TFLite, int8 ONNX, then other TFLite, then
+fp32 ONNX (the smallest artefact that passed the export gate; the smile model's full-int8 TFLite did not).
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from ..errors import ModelError, unknown
 
 ZOO_DIR = Path(__file__).resolve().parent
-PREFERENCE = (".int8.tflite", ".tflite", ".int8.onnx", ".onnx")
+PREFERENCE = (".int8.tflite", ".int8.onnx", ".fp16.tflite", ".tflite", ".onnx")
 
 
 def names() -> list[str]:
