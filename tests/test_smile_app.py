@@ -61,7 +61,9 @@ def test_events_show_two_smiling_women_and_a_man_who_is_not(shipped_run):
     assert len(events) == 55 and [e["frame"] for e in events] == list(range(55))
     per_frame = [len(e["detections"]) for e in events]
     assert np.mean([n == 3 for n in per_frame]) >= 0.9, per_frame
-    # People by horizontal position: woman left (front), man centre (x ~ 830-945), woman right (back).
+    # People by horizontal position (boxes in 1920x1080): the woman in front on the left (x ~ 200-640),
+    # the woman at the back in the centre (x ~ 830-950, small and blurred), the man with the cap on
+    # the right (x ~ 1280-1600).
     votes = {"left": [], "centre": [], "right": []}
     for e in events:
         for d in e["detections"]:
@@ -69,8 +71,8 @@ def test_events_show_two_smiling_women_and_a_man_who_is_not(shipped_run):
             who = "left" if cx < 700 else ("centre" if cx < 1150 else "right")
             votes[who].append(d["label"] == "smiling")
     assert np.mean(votes["left"]) > 0.8, "the woman in front smiles"
-    assert np.mean(votes["right"]) > 0.5, "the woman at the back smiles"
-    assert np.mean(votes["centre"]) < 0.5, "the man does not smile"
+    assert np.mean(votes["centre"]) > 0.5, "the woman at the back smiles"
+    assert np.mean(votes["right"]) < 0.5, "the man does not smile"
 
 
 def test_eval_shipped_model_on_a_smiles_folder(data_dir, tmp_path):

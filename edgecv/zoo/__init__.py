@@ -16,9 +16,10 @@ PREFERENCE = (".int8.tflite", ".int8.onnx", ".fp16.tflite", ".tflite", ".onnx")
 def names() -> list[str]:
     found = set()
     for p in ZOO_DIR.iterdir():
-        for suf in PREFERENCE:
-            if p.name.endswith(suf):
-                found.add(p.name[: -len(suf)])
+        # The longest matching suffix names the model: smile.int8.onnx is "smile", not "smile.int8".
+        suf = max((s for s in PREFERENCE if p.name.endswith(s)), key=len, default=None)
+        if suf:
+            found.add(p.name[: -len(suf)])
     return sorted(found)
 
 
