@@ -99,7 +99,7 @@ class ModelSpec:
             return cls(**kw)
         except ModelSpecError:
             raise
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:  # OverflowError: int(inf), found by fuzzing
             raise ModelSpecError(f"malformed ModelSpec: {e}") from None
 
     @classmethod
