@@ -56,3 +56,14 @@ def assert_clean_error(proc: subprocess.CompletedProcess, match: str | None = No
         import re
         assert re.search(match, err), f"{match!r} not in: {err}"
     return err
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Frames OpenCV decodes from a video file (a playable file opens and yields them all)."""
+    import cv2
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"{path} does not open"
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import run_cli
+from conftest import count_frames, run_cli
 from models import smile_model_files  # noqa: F401  (fixture)
 
 FAST = ["--no-display", "--metrics-interval", "0"]
@@ -56,15 +56,6 @@ def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[str, str]:
         if proc.poll() is None:
             proc.kill()
     return out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"{path} does not open"
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    return n
 
 
 def whole_json_lines(path: Path) -> list[dict]:

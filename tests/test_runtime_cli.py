@@ -13,7 +13,7 @@ import time
 import cv2
 import pytest
 
-from conftest import REPO, assert_clean_error, run_cli
+from conftest import REPO, assert_clean_error, count_frames, run_cli
 from models import smile_model_files  # noqa: F401  (fixture)
 
 
@@ -115,15 +115,6 @@ def test_window_under_xvfb(smile_model_files, tmp_path):
     finally:
         xvfb.terminate()
         xvfb.wait(10)
-
-
-def count_frames(path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"{path} does not open"
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    return n
 
 
 @pytest.mark.parametrize("sig, suffix", [(signal.SIGINT, ".avi"), (signal.SIGTERM, ".mp4")])

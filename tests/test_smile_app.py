@@ -14,18 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, count_frames, run_cli
 from models import smile_model_files  # noqa: F401  (fixture)
 
 from edgecv import zoo
-
-
-def frames_in(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    return n
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +42,9 @@ def test_shipped_model_exists_with_its_card():
 
 def test_summary_and_playable_video(shipped_run, data_dir):
     out, summary = shipped_run
-    assert summary["frames"] == frames_in(data_dir / "videos/smile.mp4") == 55
+    assert summary["frames"] == count_frames(data_dir / "videos/smile.mp4") == 55
     assert summary["faces"] >= 3 * 55 * 0.9 and summary["fps"] > 0
-    assert frames_in(out / "smile.mp4") == 55
+    assert count_frames(out / "smile.mp4") == 55
 
 
 def test_events_show_two_smiling_women_and_a_man_who_is_not(shipped_run):
