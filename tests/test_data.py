@@ -3,7 +3,6 @@ splits, and bad data (empty folders, a class with no images, corrupt and non-ima
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import io
-import os
 import threading
 import zipfile
 from pathlib import Path
@@ -16,7 +14,7 @@ from edgecv.data.registry import get as get_dataset
 from edgecv.data.download import download, extract_zip, fetch_dataset, sha256_file
 from edgecv.errors import DataError, DownloadError
 
-from conftest import DATA, assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):

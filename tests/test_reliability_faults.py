@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 
 from conftest import count_frames, run_cli

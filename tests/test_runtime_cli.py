@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import cv2
 import pytest
 
 from conftest import REPO, assert_clean_error, count_frames, run_cli
