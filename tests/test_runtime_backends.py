@@ -63,9 +63,32 @@ def test_litert_buckets_pad_and_split_without_changing_results(smile_model_files
             np.testing.assert_allclose(b.run(crops[:n]), one_by_one[:n], atol=1e-5)
         assert b.bucket_for(3) == 4 and b.bucket_for(100) == 16
         # One interpreter per bucket, made once: repeated calls reuse them.
-        interpreters = dict(b._interpreters)
+        made = dict(b._buckets)
         b.run(crops[:3])
-        assert b._interpreters == interpreters and set(interpreters) == {1, 4, 16}
+        assert b._buckets == made and set(made) == {1, 4, 16}
+
+
+def test_litert_int8_fast_path_matches_a_plain_interpreter(smile_model_files, crops):
+    """The backend writes quantized inputs straight into the interpreter's buffer and dequantizes
+    through a table; a plain set_tensor/invoke/get_tensor with the textbook formulas must give the
+    very same numbers, also for out-of-range inputs (clipped, not wrapped) and padded buckets."""
+    from edgecv.runtime.backends import _litert_factory, dequantize, quantize
+
+    path = smile_model_files["tflite_int8"]
+    x = crops.copy()
+    x[0] = 50.0   # far above the calibrated range: must saturate at the int8 maximum
+    x[1] = -50.0  # and at the minimum
+    it = _litert_factory()(model_content=path.read_bytes())
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    it.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], quantize(x, inp["quantization"], np.dtype(inp["dtype"])))
+    it.invoke()
+    want = dequantize(it.get_tensor(out["index"]), out["quantization"])
+    with LiteRTBackend(path, smile_spec(), buckets=(1, 4, 64)) as b:
+        np.testing.assert_array_equal(b.run(x), want)           # padded into the 64 bucket
+        np.testing.assert_array_equal(b.run(x[:3]), want[:3])   # padded 3 -> 4, stale rows above
+        np.testing.assert_array_equal(b.run(x[:1]), want[:1])
 
 
 def test_empty_batch_gives_empty_output(smile_model_files):
