@@ -84,6 +84,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--onnx", metavar="O", help=".onnx model for the ONNX Runtime crop-throughput row")
     g.add_argument("--max-frames", metavar="N", help="frames per mode (default: the whole video)")
     g.add_argument("--keras-max-frames", metavar="N", help="frames for the slow Keras loop")
+    g.add_argument("--loop", metavar="N", help="play each video N times in a row, so a short clip gives steady "
+                   "numbers (ffmpeg copies the stream, nothing is re-encoded; default 1)")
     p.set_defaults(func=cmd_benchmark)
     return p
 
@@ -244,7 +246,8 @@ class DataCache:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.models[:1] == ["pipeline"]:
         return cmd_pipeline(args)
-    pipeline_only = [f"--{n.replace('_', '-')}" for n in ("video", "keras", "onnx", "max_frames", "keras_max_frames")
+    pipeline_only = [f"--{n.replace('_', '-')}" for n in ("video", "keras", "onnx", "max_frames", "keras_max_frames",
+                                                          "loop")
                      if getattr(args, n)]
     if pipeline_only:
         raise ConfigError(f"{', '.join(pipeline_only)} belong to 'edgecv benchmark pipeline MODEL --video V'")
@@ -462,7 +465,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
               if v]
     if others:
         raise ConfigError(f"{', '.join(others)}: not options of 'edgecv benchmark pipeline' "
-                          "(it takes --video, --keras, --onnx, --max-frames, --keras-max-frames, --json, --md)")
+                          "(it takes --video, --keras, --onnx, --max-frames, --keras-max-frames, --loop, --json, --md)")
     if not args.video:
         raise ConfigError("edgecv benchmark pipeline needs --video V (a video file or video:NAME)")
     model = Path(rest[0])
@@ -473,11 +476,12 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             raise ModelError(f"{extra}: expected an existing {suffix} file")
     max_frames = parse_int(args.max_frames, "max-frames")
     keras_max = parse_int(args.keras_max_frames, "keras-max-frames")
+    loop = parse_int(args.loop, "loop") or 1
     videos = [_video_path(v) for v in args.video]
     results, tables = [], []
     for v in videos:
         try:
-            r = bench_pipeline(v, model, args.keras, args.onnx, max_frames, keras_max)
+            r = bench_pipeline(v, model, args.keras, args.onnx, max_frames, keras_max, loop=loop)
         except RuntimeError as e:  # a mode's process failed: its stderr tail is in the message
             raise ModelError(f"pipeline benchmark on {v} failed: {str(e).strip().splitlines()[-1]}") from None
         results.append(r)

@@ -50,7 +50,7 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
                    help="detect on frames downscaled to this width (default 300 for haar, 320 for yunet)")
     p.add_argument("--detect-workers", type=int, default=1, metavar="N", help="detector threads (default 1)")
     p.add_argument("--detect-every", type=int, default=1, metavar="K",
-                   help="detect on every K-th frame of a source and reuse its boxes in between (default 1)")
+                   help="detect on every K-th frame of a source and predict its boxes in between (default 1)")
     p.add_argument("--backend", choices=BACKENDS, help="default: from the model file's suffix")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="onnxruntime execution provider (default cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="inference threads")

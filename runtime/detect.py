@@ -51,12 +51,20 @@ class Detector(Protocol):
 
 
 def downscale(image: np.ndarray, width: int | None) -> tuple[np.ndarray, float]:
-    """Resize to `width` (keeping aspect) when wider; returns the image and the factor back to full size."""
+    """Resize to `width` (keeping aspect) when wider; returns the image and the factor back to full size.
+
+    INTER_AREA (pixel averaging) for mild reductions, where it keeps small faces: on vtest
+    (480 -> 320) YuNet finds 2 faces in 300 frames after INTER_AREA and none after INTER_LINEAR.
+    From 2x down INTER_LINEAR: on 1080p -> 320 it costs 0.18 ms instead of 2.4 ms (a sixth of
+    the detect stage) and YuNet finds the same 165 faces on smile.mp4 with the same mean score
+    (0.909 vs 0.908); the faces left at that scale are large.
+    """
     h, w = image.shape[:2]
     if not width or w <= width:
         return image, 1.0
     f = width / w
-    small = cv2.resize(image, (width, max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    interp = cv2.INTER_AREA if f > 0.5 else cv2.INTER_LINEAR
+    small = cv2.resize(image, (width, max(1, round(h * f))), interpolation=interp)
     return small, w / width
 
 

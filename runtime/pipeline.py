@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .results import Detection, FrameResult, postprocess
 from .sinks import Sink, SinkSet
 from .sources import Frame, Policy, Source, parse_source
+from .track import BoxTracker
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Pipeline:
     detector: "haar", "yunet", "none"/None (the whole frame is classified), a Detector instance
       (shared by all detect workers), or a zero-argument factory (one detector per worker);
       detector_options go to the built-in. detect_every=k detects on every k-th frame of a source
-      and reuses its boxes in between.
+      and predicts its boxes in between (runtime.track: constant velocity from the last two detections).
     max_batch / max_delay_ms: the batcher's limits. policy: latest|every for every source
       (default: latest for live sources, every for files). max_frames: stop after that many frames.
     """
@@ -115,7 +116,7 @@ class Pipeline:
         self.max_fps = max_fps
         self.max_frames = max_frames
         self.detect_every = detect_every
-        self._last_boxes: dict[str, tuple[int, list[Box]]] = {}
+        self._tracker = BoxTracker(detect_every)
         self.metrics_interval = metrics_interval
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
         self.metrics = Metrics()
@@ -303,16 +304,6 @@ class Pipeline:
             self._local.detector = det
         return self._local.detector
 
-    def _recent_boxes(self, frame: Frame) -> list[Box] | None:
-        """With detect_every=k, frames between detections reuse the last boxes of their source
-        (faces move little in k frames at video rates); None means: detect on this frame."""
-        if self.detect_every <= 1:
-            return None
-        last = self._last_boxes.get(frame.source_id)
-        if last is None or not 0 < frame.index - last[0] < self.detect_every:
-            return None
-        return last[1]
-
     def _work(self, job: _Job) -> None:
         """Detect, crop, preprocess and queue the crops for inference (a detect worker thread)."""
         try:
@@ -320,14 +311,15 @@ class Pipeline:
             h, w = image.shape[:2]
             t0 = time.monotonic()
             det = self._detector_for_thread()
-            reused = self._recent_boxes(job.frame)
+            # With detect_every=k, frames between detections get boxes predicted by the tracker.
+            reused = None if det is None else self._tracker.predict(job.frame.source_id, job.frame.index)
             if det is None:
                 boxes = [Box(0, 0, w, h)]
             elif reused is not None:
-                boxes = reused
+                boxes = [c for c in (b.clip(w, h) for b in reused) if c is not None]
             else:
                 boxes = [c for c in (b.clip(w, h) for b in det.detect(image)) if c is not None]
-                self._last_boxes[job.frame.source_id] = (job.frame.index, boxes)
+                self._tracker.update(job.frame.source_id, job.frame.index, boxes)
             t1 = time.monotonic()
             if det is not None and reused is None:
                 job.timings["detect"] = (t1 - t0) * 1000

@@ -211,16 +211,21 @@ def test_batcher_reports_inference_errors_to_every_request():
     assert len(errors) == 1 and isinstance(errors[0], ValueError)
 
 
-def test_detect_every_kth_frame_reuses_boxes_in_between(smile_model_files, data_dir):
+def test_detect_every_kth_frame_predicts_boxes_in_between(smile_model_files, data_dir):
+    from edgecv.runtime.track import iou
+
     got = Collect()
     p = Pipeline(smile_model_files["onnx"], [str(data_dir / "videos" / "smile.mp4")], detector="yunet",
                  detect_every=3, sinks=[CallbackSink(got)])
     summary = p.run()
     assert summary["stages_ms"]["detect"]["n"] == 19  # frames 0, 3, 6, ..., 54
     assert all(len(r.detections) == 3 for r in got.results)
-    for r in got.results:  # frames in between carry their detection frame's boxes
+    # Frames in between carry boxes predicted from their detection frame's (runtime.track): the
+    # three people sit, so each stays on its person.
+    for r in got.results:
         base = got.results[r.frame.index - r.frame.index % 3]
-        assert [d.box for d in r.detections] == [d.box for d in base.detections]
+        for d, b in zip(r.detections, base.detections):
+            assert iou(d.box, b.box) > 0.5, (r.frame.index, d.box, b.box)
     with pytest.raises(ConfigError, match="detect_every must be at least 1; got 0"):
         Pipeline(smile_model_files["onnx"], ["synthetic://8x8"], detect_every=0)
 
