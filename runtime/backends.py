@@ -257,14 +257,18 @@ class OrtBackend(BackendBase):
 
     A requested provider that this onnxruntime build lacks (or that fails to load its libraries)
     is logged as a WARNING naming it, and the session runs on what is left (CPU last): never a
-    silent fallback. On a GPU provider, inputs and outputs go through IO binding so the copy to
-    and from the device happens once per batch.
+    silent fallback. On a GPU provider, inputs and outputs go through IO binding (runtime.ort_io:
+    fixed per-bucket device buffers, a page-locked staging buffer, one copy each way per batch);
+    `io_binding=True` forces that path on the CPU too (how it is tested without a GPU), and
+    `cuda_graph=True` captures one CUDA graph per batch bucket (CUDA provider only; otherwise a
+    warning and plain runs).
     """
 
     name = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, spec: ModelSpec, device: str = "cpu",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, io_binding: bool | None = None, cuda_graph: bool = False,
+                 buckets: tuple[int, ...] = DEFAULT_BUCKETS + (128, 256)) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -288,8 +292,15 @@ class OrtBackend(BackendBase):
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
+        use_graph = cuda_graph and providers[0] == "CUDAExecutionProvider"
+        if cuda_graph and not use_graph:
+            log.warning("CUDA graphs were requested but the session runs on %s, not CUDA; running without them",
+                        providers[0])
+        session_providers: list[Any] = list(providers)
+        if use_graph:
+            session_providers[0] = ("CUDAExecutionProvider", {"enable_cuda_graph": "1"})
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+            self.session = ort.InferenceSession(str(self.path), opts, providers=session_providers)
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/NoSuchFile types
             raise ModelError(f"{self.path}: onnxruntime cannot load this model ({first_line(e)})") from None
         active = self.session.get_providers()
@@ -306,27 +317,39 @@ class OrtBackend(BackendBase):
         self.input_spec = InputSpec(i.name, (None,) + shape[1:], _ort_dtype(i.type))
         self._output = self.session.get_outputs()[0].name
         self._fixed_batch = shape[0]
-        self._binding = self.session.io_binding() if self.device != "cpu" else None
+        self.cuda_graph = use_graph and self.device == "cuda"
+        self._bound = None
+        if io_binding or (io_binding is None and self.device != "cpu") or self.cuda_graph:
+            from .ort_io import BoundRunner
+
+            sizes = (self._fixed_batch,) if self._fixed_batch else tuple(buckets)
+            try:
+                self._bound = BoundRunner(self.session, self.input_spec.name, self._output, self.spec.input_shape,
+                                          "cpu" if self.device == "cpu" else "cuda", sizes, self.cuda_graph)
+            except ValueError as e:
+                raise ModelError(f"{self.path}: {e}") from None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         batch = self._check_batch(batch)
         n = len(batch)
         if n == 0:
             return np.zeros((0, len(self.spec.labels) or 1), np.float32)
+        if self._bound is not None:
+            return self._bound.run(batch)  # pads to its buckets (a fixed-batch model: one bucket)
         if self._fixed_batch is not None and n != self._fixed_batch:
             # A model exported with a fixed batch: run it image group by image group.
             return np.concatenate([self.run(batch[i:i + self._fixed_batch]) for i in range(0, n, self._fixed_batch)])
-        if self._binding is not None:
-            self._binding.bind_cpu_input(self.input_spec.name, batch)
-            self._binding.bind_output(self._output, "cpu")
-            self.session.run_with_iobinding(self._binding)
-            y = self._binding.copy_outputs_to_cpu()[0]
-        else:
-            y = self.session.run([self._output], {self.input_spec.name: batch})[0]
+        y = self.session.run([self._output], {self.input_spec.name: batch})[0]
         return np.asarray(y, np.float32)
 
+    @property
+    def io_binding(self) -> bool:
+        return self._bound is not None
+
     def close(self) -> None:
-        self._binding = None
+        if self._bound is not None:
+            self._bound.close()
+            self._bound = None
 
 
 def _ort_dtype(t: str) -> str:
@@ -385,10 +408,11 @@ def resolve_backend(path: Path, backend: str | None) -> str:
 
 
 def open_backend(path: str | os.PathLike, backend: str | None = None, device: str = "cpu",
-                 threads: int | None = None, spec: ModelSpec | None = None) -> BackendBase:
+                 threads: int | None = None, spec: ModelSpec | None = None, cuda_graph: bool = False) -> BackendBase:
     """Open a model file for inference; the backend follows the suffix unless `backend` names one.
 
-    device is cpu|cuda|tensorrt (onnxruntime only; the others run on the CPU and say so).
+    device is cpu|cuda|tensorrt (onnxruntime only; the others run on the CPU and say so);
+    cuda_graph asks onnxruntime's CUDA provider to capture and replay CUDA graphs.
     Raises ConfigError, ModelError, ModelSpecError or BackendError.
     """
     path = Path(path)
@@ -402,8 +426,10 @@ def open_backend(path: str | os.PathLike, backend: str | None = None, device: st
     spec = spec or load_spec(path)
     if name != "onnxruntime" and device != "cpu":
         log.warning("device %r was requested but the %s backend runs on the CPU only; running on cpu", device, name)
+    if cuda_graph and name != "onnxruntime":
+        log.warning("CUDA graphs were requested but the %s backend has none; running without them", name)
     if name == "litert":
         return LiteRTBackend(path, spec, threads=threads)
     if name == "onnxruntime":
-        return OrtBackend(path, spec, device=device, threads=threads)
+        return OrtBackend(path, spec, device=device, threads=threads, cuda_graph=cuda_graph)
     return KerasBackend(path, spec, threads=threads)

@@ -53,6 +53,8 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
                    help="detect on every K-th frame of a source and predict its boxes in between (default 1)")
     p.add_argument("--backend", choices=BACKENDS, help="default: from the model file's suffix")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="onnxruntime execution provider (default cpu)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="capture and replay CUDA graphs (onnxruntime on --device cuda; a warning elsewhere)")
     p.add_argument("--threads", type=int, metavar="N", help="inference threads")
     p.add_argument("--batch", type=int, default=32, metavar="N", help="largest inference batch (default 32)")
     p.add_argument("--max-delay-ms", type=float, default=5.0, metavar="MS",
@@ -119,6 +121,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-fps must be positive; got {args.max_fps}")
     pipeline = Pipeline(args.model, sources, detector=args.detector, detector_options=det_opts,
                         backend=args.backend, device=args.device, threads=args.threads, max_batch=args.batch,
+                        cuda_graph=args.cuda_graph,
                         max_delay_ms=args.max_delay_ms, policy=args.policy, sinks=sinks,
                         detect_workers=args.detect_workers, detect_every=args.detect_every, max_fps=args.max_fps,
                         max_frames=args.max_frames,

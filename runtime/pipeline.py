@@ -85,6 +85,7 @@ class Pipeline:
     def __init__(self, model: str | os.PathLike | BackendBase, sources: Sequence[str | Source], *,
                  detector: DetectorArg = "haar", detector_options: dict[str, Any] | None = None,
                  backend: str | None = None, device: str = "cpu", threads: int | None = None,
+                 cuda_graph: bool = False,
                  max_batch: int = 32, max_delay_ms: float = 5.0, policy: str | None = None,
                  queue_size: int = 4, sinks: Sequence[Sink] = (), detect_workers: int = 1,
                  max_inflight: int | None = None, max_frames: int | None = None, max_fps: float | None = None,
@@ -98,7 +99,7 @@ class Pipeline:
         if max_frames is not None and max_frames < 1:
             raise ConfigError(f"max_frames must be at least 1; got {max_frames}")
         self._model = model
-        self._backend_args = dict(backend=backend, device=device, threads=threads)
+        self._backend_args = dict(backend=backend, device=device, threads=threads, cuda_graph=cuda_graph)
         self._source_args = list(sources)
         self.policy, self.queue_size = policy, queue_size
         self._detector_arg = detector

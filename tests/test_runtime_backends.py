@@ -165,3 +165,48 @@ def test_real_face_crop_survives_the_whole_chain(smile_model_files, data_dir):
     x = apply_chain([b.crop(still) for b in boxes], spec.preprocess, spec.input_shape)
     with open_backend(smile_model_files["tflite"]) as a, open_backend(smile_model_files["onnx"]) as b:
         assert (a.run(x).argmax(1) == b.run(x).argmax(1)).all()
+
+
+def test_ort_io_binding_path_on_the_cpu_provider_matches_plain_runs(smile_model_files, crops):
+    """The GPU path's code (fixed per-bucket buffers, staging, one copy each way) behind the CPU
+    provider: same numbers as session.run for every batch size, buckets padded and split."""
+    x = np.concatenate([crops] * 9)[:300]  # 300 > the largest bucket (256): split
+    with OrtBackend(smile_model_files["onnx"], smile_spec()) as plain, \
+            OrtBackend(smile_model_files["onnx"], smile_spec(), io_binding=True) as bound:
+        assert bound.io_binding and not plain.io_binding
+        for n in (1, 3, 5, 64, 300):
+            np.testing.assert_allclose(bound.run(x[:n]), plain.run(x[:n]), atol=1e-6)
+        slots = dict(bound._bound._slots)
+        bound.run(x[:3])  # buffers are made once per bucket
+        assert bound._bound._slots == slots and set(slots) == {1, 4, 8, 64, 256}
+        assert not bound._bound.pinned  # no CUDA here: pageable staging, and nothing pretends otherwise
+
+
+def test_cuda_graph_request_without_cuda_warns_and_runs(smile_model_files, crops, caplog):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA; the warning is for builds without it")
+    with caplog.at_level("WARNING"):
+        with open_backend(smile_model_files["onnx"], cuda_graph=True) as b:
+            assert not b.cuda_graph
+            y = b.run(crops)
+    assert y.shape == (len(crops), 2)
+    assert "CUDA graphs were requested but the session runs on CPUExecutionProvider" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        open_backend(smile_model_files["tflite"], cuda_graph=True).close()
+    assert "CUDA graphs were requested but the litert backend has none" in caplog.text
+
+
+def test_pinned_staging_buffer_falls_back_to_pageable_memory_with_a_warning(caplog):
+    from edgecv.runtime.ort_io import HostBuffer
+
+    with caplog.at_level("WARNING"):
+        buf = HostBuffer((4, 28, 28, 1), pinned=True)
+    if buf.pinned:
+        buf.close()
+        pytest.skip("this machine has a GPU and its CUDA runtime page-locked the buffer")
+    assert not buf.pinned and buf.array.shape == (4, 28, 28, 1) and buf.array.dtype == np.float32
+    assert "could not page-lock" in caplog.text
+    buf.close()
