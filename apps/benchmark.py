@@ -9,6 +9,7 @@ fingerprint of the machine. Prints a table; writes JSON, CSV, Markdown and a PNG
     edgecv benchmark MODEL_OR_DIR... [--backend ...] [--device ...] [--batch 1,8,32] ...
     edgecv benchmark MODEL.keras --export-all [--out DIR]     export every variant, then benchmark them
     edgecv benchmark pipeline MODEL.tflite --video V ...       the end-to-end video pipeline benchmark
+    edgecv benchmark streams MODEL.onnx --video V [--streams 1,4,16,64] [--device cuda]   many streams, one batcher
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ EXAMPLES = """examples:
   edgecv benchmark a.int8.tflite b.onnx --batch 1,32 --threads 1 --csv out/b.csv --plot out/b.png
   edgecv benchmark runs/mnist-lenet --export-all --out out/lenet/ --batch 1,32
   edgecv benchmark pipeline smile.tflite --video video:smile.mp4 --onnx smile.onnx --max-frames 300
+  edgecv benchmark streams lenet.onnx --video video:vtest_pets2009_480x360_h264.avi --streams 1,4,16,64
 
 Each configuration runs in its own process: --warmup calls, then about 2 x --duration seconds (the
 timed loop and, alternating with it, the bare engine loop). Use `nice` on a shared box.
@@ -52,7 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*", metavar="MODEL_OR_DIR",
                    help="model files (.tflite, .onnx, .keras), folders of them, or shipped model names; "
-                        "'pipeline MODEL' runs the video pipeline benchmark instead")
+                        "'pipeline MODEL' runs the video pipeline benchmark instead, 'streams MODEL' the "
+                        "many-streams one")
     p.add_argument("--backend", metavar="LIST", help="comma list of litert,onnxruntime,keras "
                    "(default: every backend that runs each file)")
     p.add_argument("--device", metavar="LIST", default="cpu",
@@ -84,6 +87,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--onnx", metavar="O", help=".onnx model for the ONNX Runtime crop-throughput row")
     g.add_argument("--max-frames", metavar="N", help="frames per mode (default: the whole video)")
     g.add_argument("--keras-max-frames", metavar="N", help="frames for the slow Keras loop")
+    g.add_argument("--streams", metavar="LIST", help="streams: comma list of concurrent stream counts "
+                   "(default 1,4,16,64)")
+    g.add_argument("--cuda-graph", action="store_true", help="streams: capture CUDA graphs (onnxruntime, cuda)")
     g.add_argument("--loop", metavar="N", help="play each video N times in a row, so a short clip gives steady "
                    "numbers (ffmpeg copies the stream, nothing is re-encoded; default 1)")
     p.set_defaults(func=cmd_benchmark)
@@ -246,8 +252,11 @@ class DataCache:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.models[:1] == ["pipeline"]:
         return cmd_pipeline(args)
+    if args.models[:1] == ["streams"]:
+        from .bench_streams_cmd import cmd_streams
+        return cmd_streams(args)
     pipeline_only = [f"--{n.replace('_', '-')}" for n in ("video", "keras", "onnx", "max_frames", "keras_max_frames",
-                                                          "loop")
+                                                          "loop", "streams", "cuda_graph")
                      if getattr(args, n)]
     if pipeline_only:
         raise ConfigError(f"{', '.join(pipeline_only)} belong to 'edgecv benchmark pipeline MODEL --video V'")
