@@ -99,22 +99,25 @@ def quantize(x: np.ndarray, q: tuple[float, int], dtype: np.dtype) -> np.ndarray
 
 
 class _Bucket:
-    """One batch bucket's interpreter with everything a call needs, looked up once.
+    """One batch bucket's interpreter with everything a call needs, set up once.
 
     Per-call Python work is what separates `backend.run` from a bare `invoke()` loop, and right
     after an invoke every numpy call runs with cold caches (2-5 us each, measured), so the hot path
-    makes as few calls as possible: inputs go straight into the interpreter's buffer, int8/uint8
+    makes as few calls as possible: inputs go straight into the interpreter's input buffer, int8/uint8
     quantization (scale, round half to even, saturate, cast) is one OpenCV `addWeighted` call, and
-    dequantization is one table lookup (docs/benchmark.md, "Overhead").
+    dequantization is one table lookup straight from the output buffer (docs/benchmark.md).
+
+    The input and output buffers are numpy views held for the bucket's life, and the model is run
+    through the wrapper's own Invoke(). The public invoke() refuses to run while such views exist,
+    because allocate_tensors() or a resize could move the buffers; this bucket never calls either
+    after set-up (a new batch size gets a new bucket), so the views stay valid. A LiteRT without
+    that wrapper gets views made per call and the public invoke().
     """
 
     def __init__(self, it: Any, size: int) -> None:
         inp, out = it.get_input_details()[0], it.get_output_details()[0]
         self.it, self.size = it, size
-        self.in_index, self.out_index = inp["index"], out["index"]
-        # tensor(i) returns a function that gives a numpy view of the tensor's buffer; the view
-        # must be dropped before invoke() (LiteRT refuses to run while one is alive).
-        self.in_view = it.tensor(self.in_index)
+        self.out_index = out["index"]
         self.in_cv = None
         in_dtype = np.dtype(inp["dtype"])
         if in_dtype in (np.int8, np.uint8):
@@ -127,27 +130,64 @@ class _Bucket:
             scale, zero = out["quantization"]
             codes = np.arange(256, dtype=np.uint8).view(out_dtype).astype(np.float32)
             self.out_lut = ((codes - np.float32(zero)) * np.float32(scale)).astype(np.float32)
+        self.in_view = it.tensor(inp["index"])
+        self.out_view = it.tensor(out["index"])
+        self.in_buf = self.out_buf = None
+        self._invoke = None
+        if hasattr(getattr(it, "_interpreter", None), "Invoke"):
+            # The output buffer exists only after a first invoke (LiteRT allocates it lazily); that
+            # invoke must come before anything here holds the wrapper (invoke() counts references).
+            view = self.in_view()
+            view.fill(0)
+            del view
+            it.invoke()
+            self._invoke = it._interpreter.Invoke
+            self.in_buf, self.out_buf = self.in_view(), self.out_view()
+            # 2-D views in OpenCV's layout for the quantizing write, one per possible n.
+            h, w, c = self.in_buf.shape[1:]
+            self._in_2d = [self.in_buf[:n].reshape(n * h, w * c) for n in range(size + 1)]
 
     def run(self, chunk: np.ndarray) -> np.ndarray:
         """chunk: n <= size float32 images, C-contiguous. Rows n..size keep whatever an earlier
         batch left there: each image's output depends on its own row only, and those outputs are
         dropped."""
+        if self._invoke is None:
+            return self._run_public(chunk)
+        n = len(chunk)
+        if self.in_cv is None:
+            self.in_buf[:n] = chunk
+        else:
+            alpha, gamma, depth = self.in_cv
+            dst = self._in_2d[n]
+            src = chunk.reshape(dst.shape)
+            cv2.addWeighted(src, alpha, src, 0.0, gamma, dst=dst, dtype=depth)
+        self._invoke()
+        y = self.out_buf if n == self.size else self.out_buf[:n]
+        if self.out_lut is None:
+            return y.astype(np.float32)  # a copy: the buffer is reused by the next invoke
+        return self.out_lut.take(y.view(np.uint8))
+
+    def _run_public(self, chunk: np.ndarray) -> np.ndarray:
         n = len(chunk)
         view = self.in_view()
         if self.in_cv is None:
             view[:n] = chunk
         else:
             alpha, gamma, depth = self.in_cv
-            src = chunk.reshape(-1, chunk.shape[-2] * chunk.shape[-1])  # 2-D views: OpenCV's layout
+            src = chunk.reshape(-1, chunk.shape[-2] * chunk.shape[-1])
             cv2.addWeighted(src, alpha, src, 0.0, gamma, dst=view[:n].reshape(src.shape), dtype=depth)
         del view
         self.it.invoke()
-        y = self.it.get_tensor(self.out_index)  # a copy: the buffer is reused by the next invoke
+        y = self.it.get_tensor(self.out_index)
         if n < self.size:
             y = y[:n]
         if self.out_lut is None:
             return y if y.dtype == np.float32 else y.astype(np.float32)
         return self.out_lut.take(y.view(np.uint8))
+
+    def close(self) -> None:
+        self.in_buf = self.out_buf = None
+        self._in_2d = []
 
 
 def dequantize(x: np.ndarray, q: tuple[float, int]) -> np.ndarray:
@@ -228,6 +268,8 @@ class LiteRTBackend(BackendBase):
                                    for c in (batch[i:i + top] for i in range(0, n, top))])
 
     def close(self) -> None:
+        for b in self._buckets.values():
+            b.close()
         self._buckets.clear()
         self._by_n = [None] * len(self._by_n)
 
