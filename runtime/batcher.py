@@ -45,6 +45,7 @@ class Batcher:
         self.batches = 0
         self.images = 0
         self._pending: deque[_Request] = deque()
+        self._n_queued = 0  # images in _pending
         self._cv = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
@@ -56,7 +57,12 @@ class Batcher:
             if self._closed:
                 raise RuntimeError("batcher is closed")
             self._pending.append(_Request(batch, callback))
-            self._cv.notify()
+            self._n_queued += len(batch)
+            # Wake the batcher only when it has something to do: the first request starts its
+            # delay clock, a full batch ends the wait. Waking it on every request cost a thread
+            # switch per frame for nothing.
+            if len(self._pending) == 1 or self._n_queued >= self.max_batch:
+                self._cv.notify()
 
     def close(self, timeout: float | None = None) -> None:
         """Run what is queued, then stop the thread."""
@@ -69,16 +75,13 @@ class Batcher:
     def mean_batch(self) -> float:
         return self.images / self.batches if self.batches else 0.0
 
-    def _queued(self) -> int:
-        return sum(len(r.batch) for r in self._pending)
-
     def _take(self) -> list[_Request] | None:
         """Wait for a full batch, an expired delay, or close; None when closed and empty."""
         with self._cv:
             while True:
                 if self._pending:
                     waited = time.monotonic() - self._pending[0].t_submit
-                    if self._closed or self._queued() >= self.max_batch or waited >= self.max_delay:
+                    if self._closed or self._n_queued >= self.max_batch or waited >= self.max_delay:
                         break
                     self._cv.wait(self.max_delay - waited)
                 elif self._closed:
@@ -90,6 +93,7 @@ class Batcher:
                 r = self._pending.popleft()
                 taken.append(r)
                 n += len(r.batch)
+            self._n_queued -= n
             return taken
 
     def _run(self) -> None:

@@ -107,13 +107,18 @@ class Pipeline:
         self.max_batch, self.max_delay_ms = max_batch, max_delay_ms
         self.detect_workers = detect_workers
         # Frames in flight bound memory, the batch the batcher can form, and (for live sources) the
-        # age of what is shown. Files: 2 x max_batch, so batches fill (on an H100, 16 in flight
-        # capped batches at 16 and made batching slower than batch 1; 512 gave 63-image batches, 2x
-        # batch 1). Live (`latest`): a few per detect worker and one per stream, because a frame
+        # age of what is shown. Files, whole frames classified: 2 x max_batch, so batches fill (on an
+        # H100, 16 in flight capped batches at 16 and made batching slower than batch 1; 512 gave
+        # 63-image batches, 2x batch 1). Live (`latest`): a few per detect worker and one per stream, because a frame
         # taken from its source can no longer be dropped and ages (the soak saw p99 age 72 s with 64).
         # Resolved in start(), once the sources' policies are known.
         self._max_inflight_arg = max_inflight
-        self.max_inflight = max_inflight or max(8, 4 * detect_workers, 2 * max_batch)
+        whole_frames = detector is None or detector == "none"
+        # With a detector, a frame per stream and a few per worker: frames queued behind the detector
+        # only age and hold memory (64 1080p frames in flight took the Haar pipeline on smile.mp4 to
+        # a 534 MB peak, 8 to 219 MB, at the same fps; docs/results.md).
+        self.max_inflight = max_inflight or (max(8, 4 * detect_workers, 2 * max_batch) if whole_frames
+                                             else max(8, 4 * detect_workers, len(sources)))
         self.max_fps = max_fps
         self.max_frames = max_frames
         self.detect_every = detect_every
