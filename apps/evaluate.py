@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     p.add_argument("--backend", choices=("litert", "onnxruntime", "keras"))
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt"))
+    p.add_argument("--ten-crop", action="store_true",
+                   help="average each image's 10 crops (corners, centre, mirrors); for models trained on "
+                        "random patches (a crop step in the chain)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", metavar="DIR", help="write eval.json and confusion.png here")
     p.set_defaults(func=cmd_eval)
@@ -43,7 +46,7 @@ def label_map(data_names: list[str], model_names: tuple[str, ...]) -> np.ndarray
     return np.array([model_names.index(n) for n in data_names])
 
 
-def evaluate_classifier(predictor, data: str, split_name: str) -> dict:
+def evaluate_classifier(predictor, data: str, split_name: str, ten_crop: bool = False) -> dict:
     from edgecv.data import load, split
     from edgecv.scores import classification_report
 
@@ -51,15 +54,23 @@ def evaluate_classifier(predictor, data: str, split_name: str) -> dict:
     method = predictor.spec.data.get("split") if data == predictor.spec.data.get("dataset") else None
     part = split(ds, split_name, method or ds.split_info)
     t0 = time.monotonic()
-    x, y = part.load_arrays(predictor.preprocess)
-    probs = predictor.predict_arrays(x)
+    if ten_crop:
+        from edgecv.preprocess import ten_crops
+
+        spec = predictor.spec
+        x, y = part.load_arrays(lambda imgs: ten_crops(imgs, spec.preprocess, spec.input_shape))
+        probs = predictor.predict_arrays(x)
+        probs = probs.reshape(len(probs) // 10, 10, -1).mean(axis=1)
+    else:
+        x, y = part.load_arrays(predictor.preprocess)
+        probs = predictor.predict_arrays(x)
     seconds = time.monotonic() - t0
     m = label_map(part.label_names, predictor.spec.labels)
     if m is not None:
         y = m[y]
     names = list(predictor.spec.labels) or part.label_names
     report = classification_report(probs, np.asarray(y), names)
-    report.update({"model": str(predictor.path), "data": str(data), "split": split_name,
+    report.update({"model": str(predictor.path), "data": str(data), "split": split_name, "ten_crop": ten_crop,
                    "skipped": len(part.skipped), "seconds": round(seconds, 2)})
     return report
 
@@ -76,10 +87,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             from edgecv.errors import ConfigError
             raise ConfigError("--data is required: the model's spec names no data set")
         if pred.spec.task.startswith("captcha"):
+            if args.ten_crop:
+                from edgecv.errors import ConfigError
+                raise ConfigError("--ten-crop is for image classifiers, not captcha models")
             from .captcha_eval import evaluate_captcha
             report = evaluate_captcha(pred.path, data, split=args.split)
         else:
-            report = evaluate_classifier(pred, data, args.split)
+            report = evaluate_classifier(pred, data, args.split, ten_crop=args.ten_crop)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,8 @@ Steps (JSON objects, applied in order):
         resize the short side, centre-crop), "pad" (fit the long side, pad to the target
         aspect with edge replication, as the captcha case study does)
         I = "area" | "linear" | "cubic" | "nearest"
+  {"op": "crop", "size": [H, W]}                   centre crop (after a resize to a larger size: the
+        deployable half of random-patch training; `ten_crops` gives the test-time 10-crop batch)
   {"op": "scale", "factor": f}                     x * f
   {"op": "mean", "values": [..]}                   x - mean (per channel, after earlier steps)
   {"op": "std", "values": [..]}                    x / std
@@ -28,7 +30,8 @@ from .errors import ModelSpecError, unknown
 INTERP = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
           "nearest": cv2.INTER_NEAREST}
 RESIZE_MODES = ("stretch", "aspect", "pad")
-OPS = ("gray", "rgb", "resize", "scale", "mean", "std")
+OPS = ("gray", "rgb", "resize", "crop", "scale", "mean", "std")
+GEOMETRIC = ("gray", "rgb", "resize", "crop")
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -88,6 +91,10 @@ def validate_chain(steps: Iterable[Mapping[str, Any]]) -> None:
                 raise ModelSpecError(unknown("resize mode", str(step.get("mode")), RESIZE_MODES))
             if step.get("interp", "area") not in INTERP:
                 raise ModelSpecError(unknown("interpolation", str(step.get("interp")), INTERP))
+        if op == "crop":
+            size = step.get("size")
+            if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(int(v) > 0 for v in size)):
+                raise ModelSpecError(f"crop step needs size [H, W]; got {size!r}")
 
 
 def _per_image(image: np.ndarray, steps: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -100,14 +107,25 @@ def _per_image(image: np.ndarray, steps: Sequence[Mapping[str, Any]]) -> np.ndar
             image = cv2.cvtColor(to_bgr(image), cv2.COLOR_BGR2RGB)
         elif op == "resize":
             image = resize(image, step["size"], step.get("mode", "stretch"), step.get("interp", "area"))
+        elif op == "crop":
+            image = centre_crop(image, step["size"])
     return image
+
+
+def centre_crop(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    h, w = int(size[0]), int(size[1])
+    ih, iw = image.shape[:2]
+    if ih < h or iw < w:
+        raise ModelSpecError(f"crop to {h}x{w} needs an image at least that large; got {ih}x{iw}")
+    y, x = (ih - h) // 2, (iw - w) // 2
+    return image[y:y + h, x:x + w]
 
 
 def apply_chain(images: Sequence[np.ndarray] | np.ndarray, steps: Sequence[Mapping[str, Any]],
                 input_shape: Sequence[int]) -> np.ndarray:
     """Preprocess images (each HxWx3 BGR or HxW gray, uint8) into an NxHxWxC float32 batch."""
     h, w, c = (int(v) for v in input_shape)
-    geometric = [s for s in steps if s["op"] in ("gray", "rgb", "resize")]
+    geometric = [s for s in steps if s["op"] in GEOMETRIC]
     numeric = [s for s in steps if s["op"] in ("scale", "mean", "std")]
     n = len(images)
     out = np.empty((n, h, w, c), np.float32)
@@ -120,6 +138,10 @@ def apply_chain(images: Sequence[np.ndarray] | np.ndarray, steps: Sequence[Mappi
         if img.shape[:2] != (h, w):
             raise ModelSpecError(f"preprocess chain yields {img.shape[:2]}, model expects {(h, w)}")
         out[i] = img.reshape(h, w, c)
+    return _numeric(out, numeric)
+
+
+def _numeric(out: np.ndarray, numeric: Sequence[Mapping[str, Any]]) -> np.ndarray:
     # Numeric steps run once on the whole batch (vectorised).
     for step in numeric:
         if step["op"] == "scale":
@@ -129,6 +151,39 @@ def apply_chain(images: Sequence[np.ndarray] | np.ndarray, steps: Sequence[Mappi
         elif step["op"] == "std":
             out /= np.asarray(step["values"], np.float32).reshape(1, 1, 1, -1)
     return out
+
+
+def ten_crops(images: Sequence[np.ndarray] | np.ndarray, steps: Sequence[Mapping[str, Any]],
+              input_shape: Sequence[int]) -> np.ndarray:
+    """The 10-crop test-time batch of a chain with a centre crop: each image is taken through the
+    steps before the crop, then cut into its 4 corner crops, centre crop and their mirror images,
+    then the numeric steps. Returns (N*10)xHxWxC float32, an image's ten crops together."""
+    ops = [s["op"] for s in steps]
+    if "crop" not in ops:
+        raise ModelSpecError("10-crop evaluation needs a preprocess chain with a crop step "
+                             "(a model trained with random patches: --patch-from H W)")
+    k = ops.index("crop")
+    before = [s for s in steps[:k] if s["op"] in GEOMETRIC]
+    after_geometric = [s for s in steps[k + 1:] if s["op"] in GEOMETRIC]
+    numeric = [s for s in steps if s["op"] not in GEOMETRIC]
+    h, w, c = (int(v) for v in input_shape)
+    if [int(v) for v in steps[k]["size"]] != [h, w]:
+        raise ModelSpecError(f"crop step size {steps[k]['size']} is not the model input {[h, w]}")
+    out = np.empty((len(images) * 10, h, w, c), np.float32)
+    for i, image in enumerate(images):
+        if c == 3 and (image.ndim == 2 or image.shape[2] != 3):
+            image = to_bgr(image)
+        big = _per_image(image, before)
+        ih, iw = big.shape[:2]
+        corners = [(0, 0), (0, iw - w), (ih - h, 0), (ih - h, iw - w), ((ih - h) // 2, (iw - w) // 2)]
+        crops = [big[y:y + h, x:x + w] for y, x in corners]
+        crops += [cr[:, ::-1] for cr in crops]
+        for j, cr in enumerate(crops):
+            cr = _per_image(cr, after_geometric)
+            if c == 1 and cr.ndim == 3:
+                cr = to_gray(cr)
+            out[i * 10 + j] = cr.reshape(h, w, c)
+    return _numeric(out, numeric)
 
 
 def default_chain(input_shape: Sequence[int], mode: str = "stretch", scale: float = 1 / 255.0,

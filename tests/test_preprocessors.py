@@ -117,3 +117,28 @@ def test_channel_means_do_not_saturate_on_large_float32_sets():
     assert abs(float(x.reshape(-1, 3).mean(axis=0)[0]) - 100.3) > 0.5  # the trap is real
     assert np.allclose(channel_means(x), [100.3, 120.7, 90.1], atol=1e-3)
     assert np.allclose(MeanPreprocessor.fit(x).means, [100.3, 120.7, 90.1], atol=1e-3)
+
+
+def test_crop_step_and_ten_crops_in_the_deployable_chain(photo):
+    """Random-patch training deploys as resize-then-centre-crop; ten_crops cuts the same resized
+    image into the 10-crop test batch, the centre crop among them."""
+    from edgecv.preprocess import ten_crops
+
+    chain = [{"op": "resize", "size": [40, 48], "mode": "stretch", "interp": "area"},
+             {"op": "crop", "size": [32, 32]}, {"op": "scale", "factor": 1 / 255.0}]
+    validate_chain(chain)
+    one = apply_chain([photo], chain, (32, 32, 3))
+    resized = apply_chain([photo], chain[:1] + chain[2:], (40, 48, 3))[0]
+    np.testing.assert_array_equal(one[0], resized[4:36, 8:40])  # the centre
+    ten = ten_crops([photo, photo[::2, ::2]], chain, (32, 32, 3))
+    assert ten.shape == (20, 32, 32, 3)
+    np.testing.assert_array_equal(ten[4], one[0])                    # corners, then the centre
+    np.testing.assert_array_equal(ten[0], resized[:32, :32])         # top-left
+    np.testing.assert_array_equal(ten[3], resized[8:, 16:])          # bottom-right
+    np.testing.assert_array_equal(ten[5], ten[0][:, ::-1])           # mirrors follow
+    with pytest.raises(ModelSpecError, match="needs a preprocess chain with a crop step"):
+        ten_crops([photo], default_chain((32, 32, 3)), (32, 32, 3))
+    with pytest.raises(ModelSpecError, match="crop to 32x32 needs an image at least that large"):
+        apply_chain([photo], [{"op": "resize", "size": [20, 20]}, {"op": "crop", "size": [32, 32]}], (32, 32, 3))
+    with pytest.raises(ModelSpecError, match="crop step needs size"):
+        validate_chain([{"op": "crop", "size": [32]}])

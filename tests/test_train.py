@@ -139,3 +139,28 @@ def test_finetune_surgery_writes_a_new_run(tiny_run, small_animals, tmp_path):
 
 def test_ensemble_needs_two_runs(tiny_run):
     assert_clean_error(run_cli("train", "ensemble", str(tiny_run)), "at least two")
+
+
+def test_random_patch_training_and_ten_crop_evaluation(small_animals, tiny_run, tmp_path):
+    """--patch-from: training on random patches of larger images; the spec deploys the centre crop,
+    eval.json holds the 10-crop average too, and `edgecv eval --ten-crop` recomputes it."""
+    run = tmp_path / "patch"
+    proc = run_cli("train", "classify", "--arch", "shallownet", "--data", str(small_animals), "--epochs", "2",
+                   "--input-size", "32", "32", "--patch-from", "40", "40", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert 0 <= summary["test_accuracy_10crop"] <= 1
+    spec = json.loads((run / "spec.json").read_text())
+    ops = [s["op"] for s in spec["preprocess"]]
+    assert ops[ops.index("resize"):ops.index("resize") + 2] == ["resize", "crop"]
+    assert spec["preprocess"][ops.index("resize")]["size"] == [40, 40]
+    report = json.loads((run / "eval.json").read_text())
+    assert report["test_10crop"]["n"] == report["test"]["n"] > 0
+    proc = run_cli("eval", str(run), "--ten-crop", "--json")
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    again = json.loads(proc.stdout.decode())
+    assert again["ten_crop"] and abs(again["accuracy"] - report["test_10crop"]["accuracy"]) < 1e-6
+    assert_clean_error(run_cli("train", "classify", "--arch", "shallownet", "--data", str(small_animals),
+                               "--input-size", "32", "32", "--patch-from", "24", "24", "--out", str(tmp_path / "x")),
+                       "must be at least the input size")
+    assert_clean_error(run_cli("eval", str(tiny_run), "--ten-crop"), "needs a preprocess chain")

@@ -36,6 +36,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", help="none | step | poly | piecewise")
     p.add_argument("--aug", help="augmentation preset: none | light | digits | cifar | strong")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--patch-from", type=int, nargs=2, metavar=("H", "W"),
+                   help="resize images to H W and train on random input-size patches; evaluate the centre "
+                        "crop and the 10-crop average")
     p.add_argument("--colour", choices=("gray", "bgr", "rgb"))
     p.add_argument("--resize", choices=("stretch", "aspect", "pad"))
     p.add_argument("--mean", action="store_true", default=None, help="subtract training-split channel means")

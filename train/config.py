@@ -34,6 +34,10 @@ class TrainConfig:
     input_size: list[int] | None = None       # [H, W]; default from the data set
     colour: str | None = None                 # gray | bgr | rgb; default from the data set
     resize: str = "stretch"                   # stretch | aspect | pad
+    # [H, W] larger than input_size: images are resized to it, training takes a random input-size
+    # patch of each (per batch), evaluation the centre crop, plus the 10-crop average in eval.json
+    # (Practitioner Bundle: random patches against overfitting, 10-crop test-time evaluation).
+    patch_from: list[int] | None = None
     mean: bool = False                        # subtract training-split channel means
     class_weight: bool = False
     split: dict[str, Any] | None = None       # None: the data set's own (official or hash)
@@ -70,6 +74,11 @@ class TrainConfig:
             raise ConfigError(f"keep must be 'best' or 'last'; got {self.keep!r}")
         if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) < 8):
             raise ConfigError(f"input size must be H W >= 8; got {self.input_size}")
+        if self.patch_from is not None:
+            if len(self.patch_from) != 2 or (self.input_size is not None and
+                                             any(p < i for p, i in zip(self.patch_from, self.input_size))):
+                raise ConfigError(f"--patch-from H W must be at least the input size {self.input_size}; "
+                                  f"got {self.patch_from}")
         return self
 
     def to_yaml(self) -> str:

@@ -48,9 +48,11 @@ class ArraySequence(_pydataset()):
     """In-memory batches: reshuffled every epoch, augmented on the fly, with per-sample weights."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augment=None,
-                 class_weight: dict[int, float] | None = None, seed: int = 0, **kw):
+                 class_weight: dict[int, float] | None = None, seed: int = 0,
+                 patch: tuple[int, int] | None = None, **kw):
         super().__init__(**kw)
         self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
+        self.patch = patch  # (h, w): a random crop of each image, x holding larger images
         self.w = None if class_weight is None else np.array([class_weight[int(c)] for c in y], np.float32)
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(x))
@@ -61,6 +63,8 @@ class ArraySequence(_pydataset()):
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
         xb = self.x[idx]
+        if self.patch is not None:
+            xb = random_patches(xb, self.patch, self.rng)
         if self.augment is not None:
             xb = self.augment(xb, self.rng)
         if self.w is None:
@@ -69,6 +73,14 @@ class ArraySequence(_pydataset()):
 
     def on_epoch_end(self):
         self.order = self.rng.permutation(len(self.x))
+
+
+def random_patches(x: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """One random (h, w) crop of each NxHxWxC image (PatchPreprocessor, per batch)."""
+    h, w = size
+    n, ih, iw = x.shape[:3]
+    ys, xs = rng.integers(0, ih - h + 1, n), rng.integers(0, iw - w + 1, n)
+    return np.stack([x[i, y:y + h, x0:x0 + w] for i, (y, x0) in enumerate(zip(ys, xs))])
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -144,12 +156,18 @@ def train(cfg: TrainConfig) -> Path:
     h, w = cfg.input_size
     shape = (h, w, 1 if cfg.colour == "gray" else 3)
     chain = default_chain(shape, mode=cfg.resize, colour=cfg.colour)
-
-    def transform(imgs):
-        return apply_chain(imgs, chain, shape)
-
-    xtr, ytr = tr.load_arrays(transform)
-    xva, yva = va.load_arrays(transform)
+    patch = None
+    if cfg.patch_from is not None:
+        # Training images at the larger size; the deployable chain resizes to it, then centre-crops.
+        big = (*cfg.patch_from, shape[2])
+        train_chain = default_chain(big, mode=cfg.resize, colour=cfg.colour)
+        k = next(i for i, st in enumerate(train_chain) if st["op"] == "resize")
+        chain = train_chain[:k + 1] + [{"op": "crop", "size": [h, w]}] + train_chain[k + 1:]
+        patch = (h, w)
+        xtr, ytr = tr.load_arrays(lambda imgs: apply_chain(imgs, train_chain, big))
+    else:
+        xtr, ytr = tr.load_arrays(lambda imgs: apply_chain(imgs, chain, shape))
+    xva, yva = va.load_arrays(lambda imgs: apply_chain(imgs, chain, shape))
     if cfg.mean:
         means = channel_means(xtr)
         chain.append({"op": "mean", "values": means})
@@ -181,7 +199,7 @@ def train(cfg: TrainConfig) -> Path:
     best_ckpt.best_epoch = best_epoch
     callbacks = [LRSchedule(schedule), monitor, best_ckpt, EpochCheckpoint(ckpt_dir, best_ckpt, monitor)]
     cw = class_weights(ytr, classes) if cfg.class_weight else None
-    seq = ArraySequence(xtr, ytr, cfg.batch_size, PRESETS[cfg.aug], cw, seed=cfg.seed + initial_epoch)
+    seq = ArraySequence(xtr, ytr, cfg.batch_size, PRESETS[cfg.aug], cw, seed=cfg.seed + initial_epoch, patch=patch)
     t_fit = time.monotonic()
     if initial_epoch < cfg.epochs:
         model.fit(seq, validation_data=(xva, yva), epochs=cfg.epochs, initial_epoch=initial_epoch,
@@ -206,11 +224,19 @@ def train(cfg: TrainConfig) -> Path:
         xte, yte = te.load_arrays(lambda imgs: apply_chain(imgs, chain, shape))
         report["test"] = classification_report(best_model.predict(xte, batch_size=256, verbose=0), yte,
                                                ds.label_names)
+        if patch is not None:
+            from edgecv.preprocess import ten_crops
+            x10, y10 = te.load_arrays(lambda imgs: ten_crops(imgs, chain, shape))
+            p10 = best_model.predict(x10, batch_size=256, verbose=0)
+            p10 = p10.reshape(len(p10) // 10, 10, -1).mean(axis=1)
+            report["test_10crop"] = classification_report(p10, y10, ds.label_names)
     metrics = dict(spec.metrics)
     metrics["val_accuracy"] = report["val"]["accuracy"]
     if "test" in report:
         metrics["test_accuracy"] = report["test"]["accuracy"]
         metrics["test_n"] = report["test"]["n"]
+    if "test_10crop" in report:
+        metrics["test_accuracy_10crop"] = report["test_10crop"]["accuracy"]
     spec = spec.replace(metrics=metrics)
     spec.save(run / "spec.json")
     atomic_write_text(run / "eval.json", json.dumps(report, indent=1))
@@ -218,6 +244,8 @@ def train(cfg: TrainConfig) -> Path:
                "val_accuracy": round(report["val"]["accuracy"], 4)}
     if "test" in report:
         summary["test_accuracy"] = round(report["test"]["accuracy"], 4)
+    if "test_10crop" in report:
+        summary["test_accuracy_10crop"] = round(report["test_10crop"]["accuracy"], 4)
     if skipped:
         summary["skipped_images"] = skipped
     print(json.dumps(summary))
