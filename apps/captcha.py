@@ -22,7 +22,7 @@ import numpy as np
 from edgecv.errors import ConfigError, DataError, ModelError
 from edgecv.images import decode_image, is_image_path, list_images, read_image
 
-from .captcha_ctc import greedy_decode
+from edgecv.ctc import greedy_decode
 from .captcha_segment import segment
 
 log = logging.getLogger("edgecv.captcha")

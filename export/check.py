@@ -3,7 +3,7 @@
 Measures top-1 agreement, the accuracy of both on labelled held-out data, the drop in points and
 the size. Past the allowed drop the export fails. When the data has no class labels (captcha
 texts), the gate judges disagreement instead: accuracy cannot drop by more than the share of
-inputs whose top-1 changed.
+inputs whose top-1 changed (for a CTC sequence model: whose decoded text changed).
 """
 from __future__ import annotations
 
@@ -105,7 +105,18 @@ def compare(reference: np.ndarray, output: np.ndarray, samples: Samples, *, fmt:
         raise ExportError(f"the {fmt} {quant} export returns shape {output.shape[1:]}; the Keras "
                           f"model returns {reference.shape[1:]}")
     ref_top, out_top = reference.argmax(-1), output.argmax(-1)
-    same = (ref_top == out_top).reshape(len(reference), -1).all(axis=1)
+    extra = dict(extra or {})
+    if reference.ndim == 3:
+        # A CTC sequence model (N x T x K, blank = the last class): what must agree is the text each
+        # output spells. A step that flips between the blank and a repeat of its neighbour moves
+        # where a character starts, not which text is read; per-step agreement counted those.
+        from ..ctc import collapse
+
+        blank = reference.shape[2] - 1
+        same = np.array([a == b for a, b in zip(collapse(ref_top, blank), collapse(out_top, blank))])
+        extra["step_agreement"] = float((ref_top == out_top).all(axis=1).mean())
+    else:
+        same = (ref_top == out_top).reshape(len(reference), -1).all(axis=1)
     agreement = float(same.mean())
     y = samples.y
     if y is not None and reference.ndim == 2:
@@ -122,7 +133,7 @@ def compare(reference: np.ndarray, output: np.ndarray, samples: Samples, *, fmt:
         passed=drop <= max_drop, size_bytes=size_bytes, source_bytes=source_bytes,
         fp32_weight_bytes=fp32_weight_bytes,
         size_ratio=size_bytes / fp32_weight_bytes if fp32_weight_bytes else float("nan"),
-        max_abs_diff=float(np.abs(reference - output).max()), runtime=runtime, extra=dict(extra or {}))
+        max_abs_diff=float(np.abs(reference - output).max()), runtime=runtime, extra=extra)
 
 
 def summary_table(reports: list[CheckReport]) -> str:

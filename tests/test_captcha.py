@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecv.apps.captcha_ctc import encode_labels, greedy_decode, text_probability
+from edgecv.ctc import encode_labels, greedy_decode, text_probability
 from edgecv.apps.captcha_eval import (EZPASS_LABELS, edit_distance, ezpass_holdout, labelled_images,
                                       read_labels_csv, score_texts)
 from edgecv.apps.captcha_segment import segment

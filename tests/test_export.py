@@ -326,3 +326,30 @@ def test_cli_check_data_with_other_classes(lenet_run, data_dir, tmp_path):
                    "--check-size", "12", "--out", str(tmp_path / "m.tflite"))
     assert_clean_error(proc, r"has classes \['cats', 'dogs', 'panda'\]; the model was trained on")
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_gate_compares_ctc_models_by_decoded_text():
+    """For an N x T x K CTC output the gate asks whether the same text is read: a step flipping
+    between a repeat and the blank moves a character's start and is not a disagreement."""
+    from edgecv.export.calibration import Samples
+    from edgecv.export.check import compare
+
+    k, blank = 4, 3  # classes 0..2 and the blank last
+
+    def probs(paths):
+        out = np.full((len(paths), len(paths[0]), k), 0.01, np.float32)
+        for n, path in enumerate(paths):
+            for t, c in enumerate(path):
+                out[n, t, c] = 0.97
+        return out
+
+    ref = probs([[0, 0, 3, 1, 3], [2, 3, 3, 2, 2], [1, 1, 1, 3, 0]])
+    same_text = probs([[0, 3, 3, 1, 1], [2, 2, 3, 2, 3], [1, 3, 3, 3, 0]])   # per step: all differ
+    other_text = probs([[0, 0, 3, 1, 3], [2, 3, 3, 2, 2], [1, 1, 1, 3, 1]])  # one text differs
+    samples = Samples(np.zeros((3, 8, 8, 1), np.float32), None, "test")
+    kw = dict(fmt="tflite", quant="int8", path="x.tflite", max_drop=1.0, size_bytes=1, source_bytes=1,
+              fp32_weight_bytes=1, runtime="litert")
+    r = compare(ref, same_text, samples, **kw)
+    assert r.agreement == 1.0 and r.passed and r.extra["step_agreement"] == 0.0
+    r = compare(ref, other_text, samples, **kw)
+    assert abs(r.agreement - 2 / 3) < 1e-9 and not r.passed and abs(r.drop_pts - 100 / 3) < 1e-3

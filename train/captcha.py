@@ -189,7 +189,7 @@ class _CTCValidation:
                 self.wait = 0
 
             def on_epoch_end(self, epoch, logs=None):
-                from edgecv.apps.captcha_ctc import greedy_decode
+                from edgecv.ctc import greedy_decode
                 probs = self.infer.predict(self.x, batch_size=64, verbose=0)
                 pred = [d.text for d in greedy_decode(probs, self.charset)]
                 acc = float(np.mean([p == t for p, t in zip(pred, self.texts)]))
@@ -225,7 +225,7 @@ def train_ctc(args: argparse.Namespace) -> Path:
     """CRNN + CTC on labelled captchas (file name = text). Returns the run directory."""
     import keras
 
-    from edgecv.apps.captcha_ctc import encode_labels, greedy_decode
+    from edgecv.ctc import encode_labels, greedy_decode
     from edgecv.apps.captcha_eval import score_texts
     from .nets import create_model
     from .nets import crnn as _crnn  # noqa: F401  (registers "crnn")
@@ -283,7 +283,7 @@ def finish_ctc(run: Path, args: argparse.Namespace, charset: str, shape: tuple[i
     """Write spec.json and eval.json (test split) for a CTC run whose best model.keras is saved."""
     import keras
 
-    from edgecv.apps.captcha_ctc import greedy_decode
+    from edgecv.ctc import greedy_decode
     from edgecv.apps.captcha_eval import score_texts
 
     transform = lambda ims: apply_chain(ims, chain, shape)  # noqa: E731

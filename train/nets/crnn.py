@@ -3,7 +3,7 @@ bidirectional RNN and a per-time-step softmax over the charset plus the CTC blan
 
 Shaped after the Keras "OCR model for reading captchas" example, with two deployment choices:
 - CTC decoding is *not* in the graph (no CTC ops are TFLite builtins); the model outputs
-  N x T x (len(charset) + 1) probabilities and `edgecv.apps.captcha_ctc` decodes them in NumPy.
+  N x T x (len(charset) + 1) probabilities and `edgecv.ctc` decodes them in NumPy.
 - The RNN is unrolled (`unroll=True`). A looped Keras 3 LSTM becomes a TensorList while-loop that
   the TFLite converter rejects ("TensorListReserve ... element_shape to be static"); unrolled, it
   becomes FULLY_CONNECTED / LOGISTIC / TANH builtins that also quantize to int8, and tf2onnx

@@ -1,4 +1,4 @@
-"""Greedy CTC decoding in NumPy, outside the model graph.
+"""Greedy CTC decoding in NumPy, outside the model graph: the captcha app, its training, the export gate.
 
 CTC decoder ops are not TFLite builtins, so exported CRNN models stop at the per-time-step softmax
 (N x T x K, blank = the last class unless told otherwise) and the text is read here: best class per
@@ -107,4 +107,14 @@ def encode_labels(texts: list[str], charset: str, blank: int | None = None) -> n
             if ch not in index:
                 raise ModelError(f"label {t!r} has {ch!r}, which is not in the charset {charset!r}")
             out[n, j] = index[ch]
+    return out
+
+
+def collapse(best: np.ndarray, blank: int) -> list[tuple[int, ...]]:
+    """N x T best classes -> each row's label sequence: repeats merged, blanks dropped (what greedy
+    decoding reads, without the charset)."""
+    out = []
+    for row in np.asarray(best):
+        keep = (row != blank) & np.r_[True, row[1:] != row[:-1]]
+        out.append(tuple(int(c) for c in row[keep]))
     return out
