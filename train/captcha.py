@@ -83,7 +83,7 @@ def train_digits(args: argparse.Namespace) -> Path:
     root = dataset_root("ezpass") if str(args.data) == "ezpass" else Path(str(args.data))
     run = _prepare_run(args.out, args)
     keras.utils.set_random_seed(args.seed)
-    from edgecv.apps.captcha_eval import EZPASS_LABELS, ezpass_holdout, read_labels_csv
+    from edgecv.data.captchas import EZPASS_LABELS, ezpass_holdout, read_labels_csv
     rows = read_labels_csv(EZPASS_LABELS)
     held = ezpass_holdout(rows)
     excluded = {c for r in rows if r["file"] in held for c in r["crops"].split()}
@@ -130,7 +130,7 @@ def train_digits(args: argparse.Namespace) -> Path:
 
     # Whole-captcha check on the held-out raw captchas, through the same solver users run.
     from edgecv.apps.captcha import Solver
-    from edgecv.apps.captcha_eval import score_texts
+    from edgecv.textscore import score_texts
     solver = Solver.open(run / "model.keras")
     truth = {r["file"]: r["label"] for r in rows}
     files = sorted(held)
@@ -225,8 +225,7 @@ def train_ctc(args: argparse.Namespace) -> Path:
     """CRNN + CTC on labelled captchas (file name = text). Returns the run directory."""
     import keras
 
-    from edgecv.ctc import encode_labels, greedy_decode
-    from edgecv.apps.captcha_eval import score_texts
+    from edgecv.ctc import encode_labels
     from .nets import create_model
     from .nets import crnn as _crnn  # noqa: F401  (registers "crnn")
     from .trainer import ArraySequence
@@ -284,7 +283,7 @@ def finish_ctc(run: Path, args: argparse.Namespace, charset: str, shape: tuple[i
     import keras
 
     from edgecv.ctc import greedy_decode
-    from edgecv.apps.captcha_eval import score_texts
+    from edgecv.textscore import score_texts
 
     transform = lambda ims: apply_chain(ims, chain, shape)  # noqa: E731
     best = keras.saving.load_model(run / "model.keras", safe_mode=True)
