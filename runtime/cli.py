@@ -42,7 +42,8 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--source", action="append", default=[], metavar="S",
                    help="camera index, video file, video:NAME, rtsp/http URL, image file/folder/glob, "
                         "synthetic://WxH; repeat for several")
-    p.add_argument("--sources-file", metavar="F", help="a file listing sources, one per line (# comments)")
+    p.add_argument("--sources-file", metavar="F", help="a file listing sources, one per line (# comments); a "
+                   "line may end with policy=latest|every and max_fps=N for that stream")
     p.add_argument("--detector", default=detector_default, choices=["haar", "yunet", "none"],
                    help=f"face detector whose boxes are classified; none classifies whole frames "
                         f"(default {detector_default})")
@@ -72,14 +73,45 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--summary-out", metavar="FILE", help="also write the final JSON summary to FILE")
 
 
-def read_sources_file(path: str) -> list[str]:
+def read_sources_file(path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Sources, one per line (blank lines and # comments skipped). A line may end with per-stream
+    options, `policy=latest|every` and `max_fps=N`, overriding --policy / --max-fps for that stream:
+        rtsp://10.0.0.7/stream1   policy=latest max_fps=10
+        /data/recording.mp4       policy=every
+    """
+    from .sources import POLICIES
+
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise ConfigError(f"--sources-file {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"--sources-file {path}: cannot read ({e})") from None
-    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    out = []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        opts: dict[str, Any] = {}
+        parts = text.split()
+        while len(parts) > 1 and "=" in parts[-1] and parts[-1].split("=", 1)[0] in ("policy", "max_fps"):
+            key, value = parts.pop().split("=", 1)
+            where = f"--sources-file {path}, line {number}"
+            if key == "policy":
+                if value not in POLICIES:
+                    raise ConfigError(f"{where}: policy must be one of {', '.join(POLICIES)}; got {value!r}")
+                opts["policy"] = value
+            else:
+                try:
+                    opts["max_fps"] = float(value)
+                except ValueError:
+                    opts["max_fps"] = -1.0
+                if not opts["max_fps"] > 0:
+                    raise ConfigError(f"{where}: max_fps must be a positive number; got {value!r}")
+        # The source is the text before the options, spaces inside a path kept.
+        source = text if not opts else text[:text.rindex(parts[-1]) + len(parts[-1])]
+        out.append((source, opts))
+    return out
 
 
 def _positive(name: str, value: Any) -> None:
@@ -91,9 +123,10 @@ def run_command(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline, PipelineState
     from .sinks import JsonLinesSink, VideoSink, WindowSink, display_available
 
-    sources = list(args.source)
+    entries = [(src, {}) for src in args.source]
     if args.sources_file:
-        sources += read_sources_file(args.sources_file)
+        entries += read_sources_file(args.sources_file)
+    sources = [src for src, _ in entries]
     if not sources:
         raise ConfigError("no source given: use --source S (repeatable) or --sources-file F")
     for name in ("batch", "threads", "max_frames", "detect_workers", "detect_width", "detect_every"):
@@ -121,7 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-fps must be positive; got {args.max_fps}")
     pipeline = Pipeline(args.model, sources, detector=args.detector, detector_options=det_opts,
                         backend=args.backend, device=args.device, threads=args.threads, max_batch=args.batch,
-                        cuda_graph=args.cuda_graph,
+                        cuda_graph=args.cuda_graph, source_options=[opts for _, opts in entries],
                         max_delay_ms=args.max_delay_ms, policy=args.policy, sinks=sinks,
                         detect_workers=args.detect_workers, detect_every=args.detect_every, max_fps=args.max_fps,
                         max_frames=args.max_frames,

@@ -79,13 +79,14 @@ class Pipeline:
       detector_options go to the built-in. detect_every=k detects on every k-th frame of a source
       and predicts its boxes in between (runtime.track: constant velocity from the last two detections).
     max_batch / max_delay_ms: the batcher's limits. policy: latest|every for every source
-      (default: latest for live sources, every for files). max_frames: stop after that many frames.
+      (default: latest for live sources, every for files); source_options: one dict per source
+      overriding policy and max_fps for it. max_frames: stop after that many frames.
     """
 
     def __init__(self, model: str | os.PathLike | BackendBase, sources: Sequence[str | Source], *,
                  detector: DetectorArg = "haar", detector_options: dict[str, Any] | None = None,
                  backend: str | None = None, device: str = "cpu", threads: int | None = None,
-                 cuda_graph: bool = False,
+                 cuda_graph: bool = False, source_options: Sequence[dict[str, Any]] | None = None,
                  max_batch: int = 32, max_delay_ms: float = 5.0, policy: str | None = None,
                  queue_size: int = 4, sinks: Sequence[Sink] = (), detect_workers: int = 1,
                  max_inflight: int | None = None, max_frames: int | None = None, max_fps: float | None = None,
@@ -101,6 +102,9 @@ class Pipeline:
         self._model = model
         self._backend_args = dict(backend=backend, device=device, threads=threads, cuda_graph=cuda_graph)
         self._source_args = list(sources)
+        self._source_options = list(source_options or [{}] * len(self._source_args))
+        if len(self._source_options) != len(self._source_args):
+            raise ConfigError("source_options needs one entry per source")
         self.policy, self.queue_size = policy, queue_size
         self._detector_arg = detector
         self.detector_options = dict(detector_options or {})
@@ -164,8 +168,9 @@ class Pipeline:
                 self._model, **self._backend_args)
             self._detector_for_thread()  # build one now: a bad detector fails here, not in a worker
             for i, s in enumerate(self._source_args):
-                src = s if isinstance(s, Source) else parse_source(s, f"s{i}", self.policy, self.queue_size,
-                                                                          max_fps=self.max_fps)
+                o = self._source_options[i]
+                src = s if isinstance(s, Source) else parse_source(
+                    s, f"s{i}", o.get("policy", self.policy), self.queue_size, max_fps=o.get("max_fps", self.max_fps))
                 self.sources.append(src)
             per_source_ids = {s.id for s in self.sources}
             if len(per_source_ids) != len(self.sources):

@@ -145,3 +145,26 @@ def test_signal_drains_and_leaves_playable_video_and_complete_json(smile_model_f
     assert [e["frame"] for e in lines] == list(range(len(lines)))
     assert count_frames(video) == len(lines)
     assert json.loads(out)["frames"] == len(lines)
+
+
+def test_sources_file_lines_carry_their_own_policy(smile_model_files, data_dir, tmp_path):
+    """Per-stream options at the end of a line override --policy / --max-fps for that stream;
+    a path with spaces stays whole."""
+    import shutil
+
+    folder = tmp_path / "my videos"
+    folder.mkdir()
+    shutil.copy(data_dir / "videos" / "smile.mp4", folder / "a clip.mp4")
+    listing = tmp_path / "sources.txt"
+    listing.write_text(f"{folder / 'a clip.mp4'}   policy=every\n"
+                       "synthetic://96x64?frames=30 policy=latest max_fps=200\n")
+    proc = run_cli("run", "--model", str(smile_model_files["onnx"]), "--sources-file", str(listing),
+                   "--detector", "none", "--no-display", "--policy", "latest", timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    sources = json.loads(proc.stdout)["sources"]
+    assert sources["s0"]["uri"] == str(folder / "a clip.mp4") and sources["s0"]["policy"] == "every"
+    assert sources["s0"]["frames"] == 55  # `every` on this stream despite --policy latest: nothing dropped
+    assert sources["s1"]["policy"] == "latest"
+    listing.write_text("synthetic://8x8 max_fps=fast\n")
+    assert_clean_error(run_cli("run", "--model", str(smile_model_files["onnx"]), "--sources-file", str(listing)),
+                       r"line 1: max_fps must be a positive number; got 'fast'")
