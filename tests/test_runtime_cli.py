@@ -17,10 +17,14 @@ from models import smile_model_files  # noqa: F401  (fixture)
 
 
 def test_runtime_import_and_help_load_no_tensorflow():
-    code = ("import sys, contextlib, io\n"
-            "import edgecv.runtime\n"
-            "from edgecv.runtime import pipeline, backends, sources, sinks, detect, batcher, metrics, annotate, "
-            "results, cli, bench_pipeline\n"
+    # Every module of the runtime, the apps and the core, found by walking the packages (a new
+    # module is checked without anyone adding it here).
+    code = ("import sys, contextlib, io, importlib, pkgutil\n"
+            "import edgecv, edgecv.runtime, edgecv.apps, edgecv.data, edgecv.zoo\n"
+            "for pkg in (edgecv, edgecv.runtime, edgecv.apps, edgecv.data, edgecv.zoo):\n"
+            "    for m in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + '.'):\n"
+            "        if m.name.split('.')[1] not in ('train', 'export', '__main__'):\n"
+            "            importlib.import_module(m.name)\n"
             "from edgecv.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    try:\n"
