@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -83,6 +84,9 @@ class BoundRunner:
         if cuda_graph and self._out_tail is None:
             raise ValueError(f"CUDA graphs need a fixed output shape; this model's is {out.shape}")
         self._slots: dict[int, tuple[Any, Any, Any, HostBuffer, Any]] = {}
+        # The buffers are shared by every call of a bucket: one call at a time (session.run alone
+        # would be thread-safe; these fixed buffers are not).
+        self._lock = threading.Lock()
 
     def bucket_for(self, n: int) -> int:
         return next((b for b in self.buckets if b >= n), self.buckets[-1])
@@ -118,12 +122,13 @@ class BoundRunner:
         if len(batch) > top:
             return np.concatenate([self.run(batch[i:i + top]) for i in range(0, len(batch), top)])
         n = len(batch)
-        binding, x_dev, _, staging, opts = self._slot(self.bucket_for(n))
-        # Rows n.. keep an earlier batch's images: each output row depends on its own input only.
-        staging.array[:n] = batch
-        x_dev.update_inplace(staging.array)
-        self.session.run_with_iobinding(binding, opts)
-        y = binding.copy_outputs_to_cpu()[0]
+        with self._lock:
+            binding, x_dev, _, staging, opts = self._slot(self.bucket_for(n))
+            # Rows n.. keep an earlier batch's images: each output row depends on its own input only.
+            staging.array[:n] = batch
+            x_dev.update_inplace(staging.array)
+            self.session.run_with_iobinding(binding, opts)
+            y = binding.copy_outputs_to_cpu()[0]
         return np.asarray(y[:n], np.float32)
 
     @property

@@ -216,3 +216,20 @@ def test_pinned_staging_buffer_falls_back_to_pageable_memory_with_a_warning(capl
     assert not buf.pinned and buf.array.shape == (4, 28, 28, 1) and buf.array.dtype == np.float32
     assert "could not page-lock" in caplog.text
     buf.close()
+
+
+def test_backends_are_safe_to_share_between_threads(smile_model_files, crops):
+    """LiteRT interpreters and the IO-binding buffers are per bucket and not thread-safe by
+    themselves: four threads hammering one backend each get their own rows back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for b in (open_backend(smile_model_files["tflite_int8"]),
+              OrtBackend(smile_model_files["onnx"], smile_spec(), io_binding=True)):
+        with b:
+            want = [b.run(crops[i:i + 3]) for i in range(0, 12, 3)]
+
+            def worker(k):
+                return all(np.array_equal(b.run(crops[3 * k:3 * k + 3]), want[k]) for _ in range(50))
+
+            with ThreadPoolExecutor(4) as pool:
+                assert all(pool.map(worker, range(4))), b.name
