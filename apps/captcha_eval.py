@@ -1,22 +1,18 @@
 """`evaluate_captcha`: run a shipped or exported captcha model over a labelled folder and score it
 (edgecv.textscore: sequence and character accuracy, CER, coverage). The scoring and the labelled
-folders live in the core (edgecv.textscore, edgecv.data.captchas), where training uses them too;
-their names are re-exported here for callers of this module.
+folders live in the core (edgecv.textscore, edgecv.data.captchas), where training uses them too.
 """
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgecv.data.captchas import (EZPASS_LABELS, SPLITS, ezpass_holdout, labelled_images,  # noqa: F401
-                                   read_labels_csv)
-from edgecv.textscore import THRESHOLDS, edit_distance, score_texts  # noqa: F401
+from edgecv.data.captchas import labelled_images
+from edgecv.textscore import THRESHOLDS, score_texts
 
-log = logging.getLogger("edgecv.captcha")
 
 def evaluate_captcha(model_path: str | os.PathLike, data: str | os.PathLike, split: str = "test",
                      labels: str | os.PathLike | None = None, backend: str | None = None,

@@ -115,7 +115,9 @@ def run_pipeline(video: str, model: str, options: Mapping[str, Any], max_frames:
     if name not in (None, "none"):
         # One detector per worker (they are not thread-safe), each built before the clock starts.
         built = [make_detector(name, **det_options) for _ in range(options.get("detect_workers", 1))]
-        detector = lambda: built.pop() if built else make_detector(name, **det_options)  # noqa: E731
+
+        def detector():
+            return built.pop() if built else make_detector(name, **det_options)
     backend = open_backend(model, backend=options.pop("backend", None), threads=options.pop("threads", None))
     try:
         t0 = time.perf_counter()

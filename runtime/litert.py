@@ -16,6 +16,7 @@ from edgecv.spec import ModelSpec
 
 from .backend_base import DEFAULT_BUCKETS, BackendBase, InputSpec
 
+
 class _Bucket:
     """One batch bucket's interpreter with everything a call needs, set up once.
 

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecv.ctc import encode_labels, greedy_decode, text_probability
-from edgecv.apps.captcha_eval import (EZPASS_LABELS, edit_distance, ezpass_holdout, labelled_images,
-                                      read_labels_csv, score_texts)
 from edgecv.apps.captcha_segment import segment
+from edgecv.ctc import encode_labels, greedy_decode, text_probability
+from edgecv.data.captchas import EZPASS_LABELS, ezpass_holdout, labelled_images, read_labels_csv
 from edgecv.errors import DataError, ModelError
+from edgecv.textscore import edit_distance, score_texts
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import assert_clean_error, run_cli
 from edgecv import zoo
-from edgecv.apps.captcha_eval import EZPASS_LABELS, ezpass_holdout, read_labels_csv
+from edgecv.data.captchas import EZPASS_LABELS, ezpass_holdout, read_labels_csv
 
 pytestmark = pytest.mark.skipif(not {"captcha-ezpass", "captcha-v2"} <= set(zoo.names()),
                                 reason="the shipped captcha models are not in edgecv/zoo")
@@ -68,7 +68,7 @@ def test_solve_folder_plain_output_and_stdin(data_dir, tmp_path):
 
 
 def test_solve_captcha_v2_test_split(data_dir):
-    from edgecv.apps.captcha_eval import labelled_images
+    from edgecv.data.captchas import labelled_images
     pairs = labelled_images(data_dir / "captcha_images_v2", "test")[:40]
     proc = run_cli("captcha", "solve", *[str(p) for p, _ in pairs], "--model", "captcha-v2", "--json")
     out = _lines(proc)
