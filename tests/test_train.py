@@ -164,3 +164,47 @@ def test_random_patch_training_and_ten_crop_evaluation(small_animals, tiny_run, 
                                "--input-size", "32", "32", "--patch-from", "24", "24", "--out", str(tmp_path / "x")),
                        "must be at least the input size")
     assert_clean_error(run_cli("eval", str(tiny_run), "--ten-crop"), "needs a preprocess chain")
+
+
+def _real_batch(data_dir, n=16):
+    import cv2
+    import numpy as np
+    img = cv2.imread(str(data_dir / "videos" / "smile.jpg"))
+    assert img is not None
+    crops = [cv2.resize(img[y:y + 200, x:x + 200], (32, 32)) for y in (0, 100, 200) for x in range(0, 400, 100)]
+    return np.stack(crops[:n]).astype(np.float32) / 255
+
+
+def test_augment_presets_on_real_images(data_dir):
+    import numpy as np
+    from edgecv.train.augment import PRESETS, Augment
+    x = _real_batch(data_dir, 12)
+    # No transform at all: warpAffine with the identity returns the pixels unchanged.
+    same = Augment(rotation=0, shift=0, shear=0, zoom=0, hflip=False)(x, np.random.default_rng(0))
+    np.testing.assert_array_equal(same, x)
+    # Flips only: every image is either itself or its mirror, and both happen.
+    flipped = Augment(rotation=0, shift=0, shear=0, zoom=0, hflip=True)(np.repeat(x, 4, 0), np.random.default_rng(1))
+    mirrored = [np.array_equal(f, o[:, ::-1]) for f, o in zip(flipped, np.repeat(x, 4, 0))]
+    kept = [np.array_equal(f, o) for f, o in zip(flipped, np.repeat(x, 4, 0))]
+    assert all(m or k for m, k in zip(mirrored, kept)) and 0 < sum(mirrored) < len(mirrored)
+    # A real preset moves pixels, keeps the shape and range, and repeats under the same seed.
+    a = PRESETS["shift-flip"](x, np.random.default_rng(2))
+    assert a.shape == x.shape and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert np.abs(a - x).mean() > 0.01
+    np.testing.assert_array_equal(a, PRESETS["shift-flip"](x, np.random.default_rng(2)))
+
+
+def test_batches_are_the_same_in_any_order_and_with_threads(data_dir):
+    import numpy as np
+    from edgecv.train.augment import PRESETS
+    from edgecv.train.trainer import ArraySequence
+    x = np.repeat(_real_batch(data_dir, 12), 3, 0)
+    y = np.arange(len(x)) % 3
+    a = ArraySequence(x, y, 8, PRESETS["cifar"], seed=5)
+    b = ArraySequence(x, y, 8, PRESETS["cifar"], seed=5, workers=4)
+    forward = [a[i] for i in range(len(a))]
+    for i in reversed(range(len(b))):  # threads ask for batches in any order
+        np.testing.assert_array_equal(b[i][0], forward[i][0])
+        np.testing.assert_array_equal(b[i][1], forward[i][1])
+    a.on_epoch_end()
+    assert not np.array_equal(a[0][1], forward[0][1]) or not np.array_equal(a[0][0], forward[0][0])

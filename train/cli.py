@@ -34,7 +34,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nesterov", action="store_true", default=None)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", help="none | step | poly | piecewise")
-    p.add_argument("--aug", help="augmentation preset: none | light | digits | cifar | strong")
+    p.add_argument("--aug", help="augmentation preset: none | light | digits | cifar | shift-flip | strong")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--patch-from", type=int, nargs=2, metavar=("H", "W"),
                    help="resize images to H W and train on random input-size patches; evaluate the centre "
@@ -48,6 +48,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", choices=("best", "last"), help="keep the best-validation (default) or last weights")
     p.add_argument("--seed", type=int)
     p.add_argument("--max-train", type=int, help="use at most N training images (quick runs)")
+    p.add_argument("--workers", type=int, help="threads building augmented batches (default 1; more on a GPU)")
     p.add_argument("--name", help="model name recorded in the ModelSpec")
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue a killed run from its last epoch checkpoint")

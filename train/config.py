@@ -47,6 +47,7 @@ class TrainConfig:
     keep: str = "best"                        # best (validation) | last (the books' recipes)
     resume: bool = False
     max_train: int | None = None              # cap on training images (quick runs and tests)
+    workers: int = 1                          # threads building batches (>1 overlaps augmentation with a GPU step)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> dict[str, Any]:
@@ -70,6 +71,8 @@ class TrainConfig:
             raise ConfigError(unknown("optimizer", self.optimizer, OPTIMIZERS))
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("epochs and batch size must be >= 1 and lr > 0")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1; got {self.workers}")
         if self.keep not in ("best", "last"):
             raise ConfigError(f"keep must be 'best' or 'last'; got {self.keep!r}")
         if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) < 8):

@@ -45,7 +45,11 @@ def _pydataset():
 
 
 class ArraySequence(_pydataset()):
-    """In-memory batches: reshuffled every epoch, augmented on the fly, with per-sample weights."""
+    """In-memory batches: reshuffled every epoch, augmented on the fly, with per-sample weights.
+
+    Each batch draws from its own generator seeded by (seed, epoch, index), so batches are the
+    same whether Keras builds them in order or in `workers` threads (OpenCV's warpAffine releases
+    the GIL, so threads overlap augmentation with the accelerator's step)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augment=None,
                  class_weight: dict[int, float] | None = None, seed: int = 0,
@@ -54,8 +58,8 @@ class ArraySequence(_pydataset()):
         self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
         self.patch = patch  # (h, w): a random crop of each image, x holding larger images
         self.w = None if class_weight is None else np.array([class_weight[int(c)] for c in y], np.float32)
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x))
+        self.seed, self.epoch = seed, 0
+        self.order = np.random.default_rng([seed, 0]).permutation(len(x))
 
     def __len__(self):
         return int(np.ceil(len(self.x) / self.batch_size))
@@ -63,16 +67,18 @@ class ArraySequence(_pydataset()):
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
         xb = self.x[idx]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
         if self.patch is not None:
-            xb = random_patches(xb, self.patch, self.rng)
+            xb = random_patches(xb, self.patch, rng)
         if self.augment is not None:
-            xb = self.augment(xb, self.rng)
+            xb = self.augment(xb, rng)
         if self.w is None:
             return xb, self.y[idx]
         return xb, self.y[idx], self.w[idx]
 
     def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.x))
+        self.epoch += 1
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
 
 
 def random_patches(x: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -199,7 +205,8 @@ def train(cfg: TrainConfig) -> Path:
     best_ckpt.best_epoch = best_epoch
     callbacks = [LRSchedule(schedule), monitor, best_ckpt, EpochCheckpoint(ckpt_dir, best_ckpt, monitor)]
     cw = class_weights(ytr, classes) if cfg.class_weight else None
-    seq = ArraySequence(xtr, ytr, cfg.batch_size, PRESETS[cfg.aug], cw, seed=cfg.seed + initial_epoch, patch=patch)
+    seq = ArraySequence(xtr, ytr, cfg.batch_size, PRESETS[cfg.aug], cw, seed=cfg.seed + initial_epoch, patch=patch,
+                        workers=cfg.workers)
     t_fit = time.monotonic()
     if initial_epoch < cfg.epochs:
         model.fit(seq, validation_data=(xva, yva), epochs=cfg.epochs, initial_epoch=initial_epoch,
