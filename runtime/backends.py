@@ -86,7 +86,17 @@ class OrtBackend(BackendBase):
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=session_providers)
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/NoSuchFile types
-            raise ModelError(f"{self.path}: onnxruntime cannot load this model ({first_line(e)})") from None
+            if not use_graph:
+                raise ModelError(f"{self.path}: onnxruntime cannot load this model ({first_line(e)})") from None
+            # Graph capture needs every node on the CUDA provider; a QDQ int8 model keeps some on
+            # the CPU and ORT refuses the session (seen on the H100 with onnxruntime-gpu 1.31).
+            log.warning("CUDA graphs cannot be used with %s (%s); running without them", self.path.name,
+                        first_line(e))
+            use_graph = False
+            try:
+                self.session = ort.InferenceSession(str(self.path), opts, providers=list(providers))
+            except Exception as e2:
+                raise ModelError(f"{self.path}: onnxruntime cannot load this model ({first_line(e2)})") from None
         active = self.session.get_providers()
         for p in providers:
             if p not in active and p not in missing:
@@ -112,6 +122,8 @@ class OrtBackend(BackendBase):
                                           "cpu" if self.device == "cpu" else "cuda", sizes, self.cuda_graph)
             except ValueError as e:
                 raise ModelError(f"{self.path}: {e}") from None
+            if self.device != "cpu":
+                self._bound.warmup()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         batch = self._check_batch(batch)

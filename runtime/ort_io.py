@@ -131,6 +131,12 @@ class BoundRunner:
             y = binding.copy_outputs_to_cpu()[0]
         return np.asarray(y[:n], np.float32)
 
+    def warmup(self) -> None:
+        """Run every bucket once: a bucket's first run on a GPU pays cuDNN's algorithm search and,
+        with graphs, the capture (hundreds of ms on the H100), which must not land on live frames."""
+        for b in self.buckets:
+            self.run(np.zeros((b, *self.image_shape), np.float32))
+
     @property
     def pinned(self) -> bool:
         return any(s[3].pinned for s in self._slots.values())

@@ -108,3 +108,35 @@ def test_image_reader_errors(tmp_path, data_dir):
     real = (data_dir / "videos/smile.jpg").read_bytes()
     assert header_size(real) == (640, 426)
     assert decode_image(real).shape == (426, 640, 3)
+
+
+def test_concurrent_loads_of_one_zip_share_a_single_extraction(data_dir, tmp_path):
+    """Several trainings started at once on a fresh cache (seen on the GPU machine: one run read a
+    half-moved folder, another hit FileNotFoundError) must each see the whole data set."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+    src = data_dir / "cifar10" / "cifar10-jpg.zip"
+    small = tmp_path / "cifar-small.zip"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(small, "w") as zout:
+        per_class: dict[str, int] = {}
+        for info in zin.infolist():
+            parts = info.filename.split("/")
+            if info.is_dir() or len(parts) < 3:
+                continue
+            k = "/".join(parts[-3:-1])
+            if per_class.get(k, 0) < 150:
+                per_class[k] = per_class.get(k, 0) + 1
+                zout.writestr("/".join(parts[-3:]), zin.read(info))
+    code = ("import sys; from edgecv.data import load; ds = load(sys.argv[1]); "
+            "print(len(ds), ds.split_info['parts']['train'])")
+    env = {**os.environ, "EDGECV_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(small)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert out.split() == ["3000", "1500"], out
+    extracted = list((tmp_path / "cache" / "extracted").iterdir())
+    assert len([d for d in extracted if not d.name.startswith(".")]) == 1

@@ -188,6 +188,18 @@ def test_ort_io_binding_path_on_the_cpu_provider_matches_plain_runs(smile_model_
         assert not bound._bound.pinned  # no CUDA here: pageable staging, and nothing pretends otherwise
 
 
+def test_io_binding_warmup_prepares_every_bucket_and_keeps_results(smile_model_files, crops):
+    """On a GPU every bucket is run once at open (cuDNN's search and graph capture cost hundreds of
+    ms per new shape on the H100): the warm-up must leave all buffers ready and outputs unchanged."""
+    with OrtBackend(smile_model_files["onnx"], smile_spec()) as plain, \
+            OrtBackend(smile_model_files["onnx"], smile_spec(), io_binding=True) as bound:
+        assert bound._bound._slots == {}  # the CPU provider is not warmed at open
+        bound._bound.warmup()
+        assert set(bound._bound._slots) == set(bound._bound.buckets)
+        for n in (1, 7, len(crops)):
+            np.testing.assert_allclose(bound.run(crops[:n]), plain.run(crops[:n]), atol=1e-6)
+
+
 def test_cuda_graph_request_without_cuda_warns_and_runs(smile_model_files, crops, caplog):
     import onnxruntime as ort
 

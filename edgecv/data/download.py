@@ -68,6 +68,15 @@ def fetch_dataset(name: str, mirror_url: str | None = None, progress: bool = Tru
     marker = _complete_marker(root, name)
     if marker.exists() and not force:
         return root
+    from .lock import cache_lock
+    with cache_lock(cache / ".locks" / f"{name}.lock"):
+        if marker.exists() and not force:  # another process fetched it while we waited
+            return root
+        return _fetch_locked(info, name, root, marker, cache, mirror_url, progress, force)
+
+
+def _fetch_locked(info, name: str, root: Path, marker: Path, cache: Path, mirror_url: str | None,
+                  progress: bool, force: bool) -> Path:
     archives: dict[str, Path] = {}
     for res in info.resources:
         if mirror_url:

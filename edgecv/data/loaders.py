@@ -210,8 +210,11 @@ def load_zipfolder(path: Path, name: str | None = None) -> ImageSet:
     key = sha256_file(path)[:16]
     dest = cache_dir() / "extracted" / key
     if not (dest / ".complete").exists():
-        extract_zip(path, dest)
-        (dest / ".complete").write_text("ok\n")
+        from .lock import cache_lock
+        with cache_lock(dest.parent / f".{key}.lock"):
+            if not (dest / ".complete").exists():  # another process may have finished meanwhile
+                extract_zip(path, dest)
+                (dest / ".complete").write_text("ok\n")
     top = [d for d in dest.iterdir() if d.is_dir()]
     loose = [f for f in dest.iterdir() if f.is_file() and f.name != ".complete"]
     if len(top) == 1 and not loose and top[0].name not in ("train", "test"):
