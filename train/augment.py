@@ -44,6 +44,7 @@ class Augment:
         out[flip] = out[flip, :, ::-1]
         return out
 
+
 PRESETS = {
     "none": None,
     "light": Augment(rotation=10, shift=0.1, shear=0.1, zoom=0.1, hflip=True),
