@@ -208,3 +208,8 @@ def test_batches_are_the_same_in_any_order_and_with_threads(data_dir):
         np.testing.assert_array_equal(b[i][1], forward[i][1])
     a.on_epoch_end()
     assert not np.array_equal(a[0][1], forward[0][1]) or not np.array_equal(a[0][0], forward[0][0])
+    # A run resumed at epoch 1 gets epoch 1's batches, not a reshuffled copy of epoch 0's.
+    resumed = ArraySequence(x, y, 8, PRESETS["cifar"], seed=5, epoch=1)
+    for i in range(len(a)):
+        np.testing.assert_array_equal(resumed[i][0], a[i][0])
+    assert len(ArraySequence(x, y, 8, None, seed=-3)[0][0]) == 8  # negative seeds work too

@@ -53,13 +53,14 @@ class ArraySequence(_pydataset()):
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augment=None,
                  class_weight: dict[int, float] | None = None, seed: int = 0,
-                 patch: tuple[int, int] | None = None, **kw):
+                 patch: tuple[int, int] | None = None, epoch: int = 0, **kw):
         super().__init__(**kw)
         self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
         self.patch = patch  # (h, w): a random crop of each image, x holding larger images
         self.w = None if class_weight is None else np.array([class_weight[int(c)] for c in y], np.float32)
-        self.seed, self.epoch = seed, 0
-        self.order = np.random.default_rng([seed, 0]).permutation(len(x))
+        # Seed sequences take non-negative ints: a negative --seed maps to its 64-bit pattern.
+        self.seed, self.epoch = int(seed) & (2**64 - 1), int(epoch)
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(x))
 
     def __len__(self):
         return int(np.ceil(len(self.x) / self.batch_size))
@@ -205,8 +206,9 @@ def train(cfg: TrainConfig) -> Path:
     best_ckpt.best_epoch = best_epoch
     callbacks = [LRSchedule(schedule), monitor, best_ckpt, EpochCheckpoint(ckpt_dir, best_ckpt, monitor)]
     cw = class_weights(ytr, classes) if cfg.class_weight else None
-    seq = ArraySequence(xtr, ytr, cfg.batch_size, PRESETS[cfg.aug], cw, seed=cfg.seed + initial_epoch, patch=patch,
-                        workers=cfg.workers)
+    # Starting at initial_epoch, a resumed run sees exactly the batches an unbroken run would have.
+    seq = ArraySequence(xtr, ytr, cfg.batch_size, PRESETS[cfg.aug], cw, seed=cfg.seed, patch=patch,
+                        epoch=initial_epoch, workers=cfg.workers)
     t_fit = time.monotonic()
     if initial_epoch < cfg.epochs:
         model.fit(seq, validation_data=(xva, yva), epochs=cfg.epochs, initial_epoch=initial_epoch,
