@@ -19,10 +19,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from edgecv import decode
 from edgecv.errors import ConfigError, DataError, ModelError
 from edgecv.images import decode_image, is_image_path, list_images, read_image
 
-from edgecv.ctc import greedy_decode
 from .captcha_segment import segment
 
 log = logging.getLogger("edgecv.captcha")
@@ -120,22 +120,16 @@ class Solver:
         seg = segment(image, expected=self.expected)
         if not seg.ok:
             return Result(name, None, None, f"cannot segment: {seg.reason}")
-        probs = self.predictor(list(seg.crops))
-        labels = self.spec.labels
-        if probs.ndim != 2 or probs.shape[1] != len(labels):
-            raise ModelError(f"{self.model_path}: output shape {probs.shape} does not fit {len(labels)} labels")
-        best = probs.argmax(axis=1)
-        conf = probs[np.arange(len(best)), best]
-        return Result(name, "".join(labels[i] for i in best), float(np.prod(conf)),
-                      chars=tuple(float(c) for c in conf))
+        preds = decode.predictions(self.spec, self.predictor(list(seg.crops)), len(seg.crops))
+        conf = [p.score for p in preds]
+        return Result(name, "".join(p.label for p in preds), float(np.prod(conf)), chars=tuple(conf))
 
     def _ctc(self, image: np.ndarray, name: str) -> Result:
         from edgecv.preprocess import to_gray
         g = to_gray(image)
         if int(g.max()) - int(g.min()) < 16:
             return Result(name, None, None, "blank image: no characters found")
-        probs = self.predictor([image])
-        d = greedy_decode(probs, self.spec.charset or "", self.spec.extra.get("blank"))[0]
+        d = decode.texts(self.spec, self.predictor([image]), 1)[0]
         if not d.text:
             return Result(name, None, d.confidence, "no characters read")
         return Result(name, d.text, d.confidence, chars=d.char_confidences)
@@ -265,8 +259,8 @@ def annotate(files: list[Path], out: Path, solver: Solver | None, digits: int, s
                 continue
             guesses: list[tuple[str, float]] = []
             if solver is not None:
-                probs = solver.predictor(list(seg.crops))
-                guesses = [(solver.spec.labels[int(i)], float(p.max())) for i, p in zip(probs.argmax(1), probs)]
+                preds = decode.predictions(solver.spec, solver.predictor(list(seg.crops)), len(seg.crops))
+                guesses = [(p.label, p.score) for p in preds]
             for k, crop in enumerate(seg.crops):
                 key_name = None
                 if guesses and guesses[k][1] >= sure:

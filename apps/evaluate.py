@@ -47,6 +47,7 @@ def label_map(data_names: list[str], model_names: tuple[str, ...]) -> np.ndarray
 
 
 def evaluate_classifier(predictor, data: str, split_name: str, ten_crop: bool = False) -> dict:
+    from edgecv import decode
     from edgecv.data import load, split
     from edgecv.scores import classification_report
 
@@ -59,11 +60,11 @@ def evaluate_classifier(predictor, data: str, split_name: str, ten_crop: bool = 
 
         spec = predictor.spec
         x, y = part.load_arrays(lambda imgs: ten_crops(imgs, spec.preprocess, spec.input_shape))
-        probs = predictor.predict_arrays(x)
+        probs = decode.probabilities(spec, predictor.predict_arrays(x), len(x))
         probs = probs.reshape(len(probs) // 10, 10, -1).mean(axis=1)
     else:
         x, y = part.load_arrays(predictor.preprocess)
-        probs = predictor.predict_arrays(x)
+        probs = decode.probabilities(predictor.spec, predictor.predict_arrays(x), len(x))
     seconds = time.monotonic() - t0
     m = label_map(part.label_names, predictor.spec.labels)
     if m is not None:

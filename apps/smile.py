@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from edgecv.errors import ConfigError, ModelError
+from edgecv.errors import ModelError
 
 log = logging.getLogger("edgecv.smile")
 
@@ -50,27 +50,15 @@ def yunet_or_haar() -> str:
 
 
 def cmd_smile(args: argparse.Namespace) -> int:
-    from edgecv import zoo
-    from edgecv.modelfile import load_spec
-    from edgecv.runtime.cli import run_command
+    from edgecv.resolve import resolve
+    from edgecv.runtime.cli import run_model
 
-    from .predict import resolve_model
-
-    if zoo.is_shipped(args.model):
-        if args.backend == "keras":
-            raise ConfigError("--backend keras needs a .keras file (--model FILE); shipped models are exported")
-        suffix = {"onnxruntime": ".onnx", "litert": ".tflite"}.get(args.backend or "")
-        path = zoo.resolve(args.model, suffix)
-    else:
-        path = resolve_model(args.model)
-    spec = load_spec(path)
+    ref = resolve(args.model, args.backend)
+    spec = ref.spec
     if spec.task not in ("smile", "classify") or len(spec.labels) != 2:
-        raise ModelError(f"{path}: a smile model must have 2 labels (not smiling, smiling); "
+        raise ModelError(f"{ref.path}: a smile model must have 2 labels (not smiling, smiling); "
                          f"this one is a {spec.task} model with labels {list(spec.labels)}")
-    args.model = str(path)
-    if args.detector == "yunet":
-        args.detector = yunet_or_haar()
-    # The smile model learnt from SMILES crops (a Haar-style square from brows to chin); make
-    # YuNet's taller boxes look the same.
-    args.detector_extra = {"yunet": {"square": True}}
-    return run_command(args)
+    detector = yunet_or_haar() if args.detector == "yunet" else args.detector
+    # The face region comes from the model's ModelSpec (crop: square for the smile model), so
+    # `edgecv run --model smile.onnx --detector yunet` feeds the same crops as this app.
+    return run_model(args, ref, detector)

@@ -49,20 +49,88 @@ def read_tflite_spec(path: str | os.PathLike) -> ModelSpec | None:
 
 
 def read_onnx_spec(path: str | os.PathLike) -> ModelSpec | None:
-    """Read the spec from ONNX metadata without the `onnx` package (ORT reads the header)."""
-    import onnxruntime as ort
-
-    try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types
-        raise ModelError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
-    text = sess.get_modelmeta().custom_metadata_map.get(ONNX_KEY)
+    """Read the spec from ONNX `metadata_props` without building an inference session (and without
+    the `onnx` package): the backend that runs the model builds the only session."""
+    props = onnx_metadata(path)
+    text = props.get(ONNX_KEY)
     try:
         return ModelSpec.from_json(text) if text else None
     except ModelSpecError as e:
         raise ModelSpecError(f"{path}: embedded {e}") from None
+
+
+# ModelProto's top-level fields (onnx.proto3): metadata_props is field 14, a repeated
+# StringStringEntryProto {key = 1, value = 2}. The graph (field 7), the bulk of the file, is skipped
+# by its length without being read.
+_METADATA_FIELD = 14
+_MAX_PROPS_BYTES = 16 << 20
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `metadata_props` of an ONNX file as a dict. Raises ModelError for a file that is not a
+    well-formed protobuf message."""
+    props: dict[str, str] = {}
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            while f.tell() < size:
+                key = _varint(f)
+                field_no, wire = key >> 3, key & 7
+                if wire == 0:
+                    _varint(f)
+                elif wire == 1:
+                    f.seek(8, 1)
+                elif wire == 5:
+                    f.seek(4, 1)
+                elif wire == 2:
+                    n = _varint(f)
+                    if f.tell() + n > size:
+                        raise ValueError("a field runs past the end of the file")
+                    if field_no == _METADATA_FIELD:
+                        if n > _MAX_PROPS_BYTES:
+                            raise ValueError("a metadata entry is implausibly large")
+                        k, v = _string_pair(f.read(n))
+                        props[k] = v
+                    else:
+                        f.seek(n, 1)
+                else:
+                    raise ValueError(f"wire type {wire}")
+                if field_no == 0:
+                    raise ValueError("field number 0")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not a loadable ONNX model (not a protobuf ModelProto: {e})") from None
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read ({e.strerror or e})") from None
+    return props
+
+
+def _varint(f) -> int:
+    out, shift = 0, 0
+    while True:
+        b = f.read(1)
+        if not b:
+            raise ValueError("truncated varint")
+        out |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return out
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _string_pair(buf: bytes) -> tuple[str, str]:
+    f = io.BytesIO(buf)
+    out = {1: "", 2: ""}
+    while f.tell() < len(buf):
+        key = _varint(f)
+        if key & 7 != 2:
+            raise ValueError("metadata entry is not a string pair")
+        n = _varint(f)
+        data = f.read(n)
+        if len(data) != n:
+            raise ValueError("truncated metadata entry")
+        out[key >> 3] = data.decode("utf-8")
+    return out[1], out[2]
 
 
 def first_line(e: BaseException) -> str:

@@ -13,12 +13,63 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ModelSpecError
+from .errors import ModelSpecError, unknown
+from .preprocess import Step, parse_chain
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 TASKS = ("classify", "smile", "captcha-digits", "captcha-ctc")
 COLOURS = ("gray", "bgr", "rgb")
 QUANTS = ("fp32", "fp16", "dynamic", "int8")
+# What the model's first output holds (edgecv.decode reads each kind): class probabilities that sum
+# to one, one sigmoid probability of the second label, unnormalised class scores, or per-step
+# probabilities for CTC. "boxes" is kept for detectors.
+OUTPUTS = ("softmax", "sigmoid", "logits", "ctc")
+CROP_KINDS = ("box", "square")
+
+
+@dataclass(frozen=True)
+class CropRule:
+    """How a detector-fed model's input region is cut from a detected box.
+
+    kind "box": the detector's box as it is. "square": a square as wide as the box's shorter side,
+    centred across and kept at the bottom (from the brows to the chin for a face: the Haar-style
+    crop the SMILES faces were cut with, where YuNet's box is taller and reaches into the hair).
+    margin: a fraction of the side added on every side after that (0.1 = 10% larger each way).
+    """
+
+    kind: str = "box"
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in CROP_KINDS:
+            raise ModelSpecError(unknown("crop kind", str(self.kind), CROP_KINDS))
+        m = self.margin
+        if not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 <= m <= 1:
+            raise ModelSpecError(f"crop margin must be a number in [0, 1]; got {m!r}")
+        object.__setattr__(self, "margin", float(m))
+
+    @classmethod
+    def parse(cls, raw: Any) -> "CropRule":
+        if isinstance(raw, CropRule):
+            return raw
+        if not isinstance(raw, Mapping):
+            raise ModelSpecError(f"crop must be an object like {{\"kind\": \"square\", \"margin\": 0}}; got {raw!r}")
+        for k in raw:
+            if k not in ("kind", "margin"):
+                raise ModelSpecError("crop: " + unknown("field", str(k), ("kind", "margin")))
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "margin": self.margin}
+
+
+def default_output(task: str) -> str:
+    return "ctc" if task == "captcha-ctc" else "softmax"
+
+
+def default_crop(task: str) -> CropRule:
+    # The smile model learnt from Haar-style square face crops; every other task classifies boxes.
+    return CropRule("square") if task == "smile" else CropRule("box")
 
 
 @dataclass(frozen=True)
@@ -26,15 +77,20 @@ class ModelSpec:
     """Everything needed to feed a model and read its output.
 
     input_shape is (H, W, C) of one image after preprocessing; `preprocess` is the exact chain of
-    steps (see edgecv.preprocess) that turns an HxWx3 uint8 BGR image (OpenCV's order) into it.
+    typed steps (edgecv.preprocess; JSON objects are parsed on construction) that turns an HxWx3
+    uint8 BGR image (OpenCV's order) into it. `output` says how edgecv.decode reads the model's
+    first output; `crop` how a detector's box becomes the model's input region. The full contract,
+    field by field: docs/modelspec.md.
     """
 
     name: str
     task: str
     input_shape: tuple[int, int, int]
     colour: str
-    preprocess: tuple[Mapping[str, Any], ...]
+    preprocess: tuple[Step, ...]
     labels: tuple[str, ...] = ()
+    output: str | None = None
+    crop: CropRule | None = None
     charset: str | None = None
     arch: str | None = None
     source_hash: str | None = None
@@ -59,19 +115,30 @@ class ModelSpec:
             raise ModelSpecError(f"ModelSpec colour {self.colour!r} does not fit {shape[2]} input channel(s)")
         object.__setattr__(self, "input_shape", shape)
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
-        object.__setattr__(self, "preprocess", tuple(dict(s) for s in self.preprocess))
-        for step in self.preprocess:
-            if "op" not in step:
-                raise ModelSpecError(f"every preprocess step needs an 'op'; got {step!r}")
+        if isinstance(self.preprocess, (str, bytes, Mapping)) or not isinstance(self.preprocess, (list, tuple)):
+            raise ModelSpecError(f"preprocess must be a list of steps; got {self.preprocess!r}")
+        object.__setattr__(self, "preprocess", parse_chain(self.preprocess))
         if self.task == "captcha-ctc" and not self.charset:
             raise ModelSpecError("a captcha-ctc ModelSpec needs its charset")
+        output = default_output(self.task) if self.output is None else self.output
+        if output not in OUTPUTS:
+            raise ModelSpecError(unknown("output kind", str(output), OUTPUTS))
+        if (output == "ctc") != (self.task == "captcha-ctc"):
+            raise ModelSpecError(f"output {output!r} does not fit task {self.task!r} "
+                                 "(ctc is the output of captcha-ctc models, and theirs alone)")
+        if output == "sigmoid" and len(self.labels) != 2:
+            raise ModelSpecError(f"a sigmoid output is the probability of the second of two labels; "
+                                 f"this spec has {len(self.labels)} label(s)")
+        object.__setattr__(self, "output", output)
+        object.__setattr__(self, "crop", default_crop(self.task) if self.crop is None else CropRule.parse(self.crop))
 
     # -- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["input_shape"] = list(self.input_shape)
         d["labels"] = list(self.labels)
-        d["preprocess"] = [dict(s) for s in self.preprocess]
+        d["preprocess"] = [s.to_dict() for s in self.preprocess]
+        d["crop"] = self.crop.to_dict()
         return d
 
     def to_json(self) -> str:
@@ -86,12 +153,22 @@ class ModelSpec:
         if missing:
             raise ModelSpecError(f"ModelSpec is missing field(s): {', '.join(missing)}")
         version = d.get("version", SPEC_VERSION)
-        if not isinstance(version, int) or version > SPEC_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ModelSpecError(f"ModelSpec version must be a positive int; got {version!r}")
+        if version > SPEC_VERSION:
             raise ModelSpecError(f"ModelSpec version {version!r} is newer than this edgecv understands ({SPEC_VERSION})")
-        kw = {k: v for k, v in d.items() if k in known}
+        for k in d:
+            if k not in known:
+                raise ModelSpecError(unknown("ModelSpec field", str(k), known))
+        if version == 1 and ("output" in d or "crop" in d):
+            raise ModelSpecError("ModelSpec version 1 has no output or crop field; write version 2")
+        # Version 1 (every artefact shipped before 2) is upgraded here: output and crop follow
+        # from the task (default_output, default_crop), the version becomes 2.
+        kw = dict(d, version=SPEC_VERSION)
         try:
             kw["input_shape"] = tuple(int(x) for x in kw["input_shape"])
-            kw["preprocess"] = tuple(kw["preprocess"])
+            if not isinstance(kw["preprocess"], list):
+                raise TypeError(f"preprocess must be a list of steps; got {type(kw['preprocess']).__name__}")
             kw["labels"] = tuple(kw.get("labels") or ())
             for key in ("data", "metrics", "extra"):
                 if not isinstance(kw.get(key, {}), Mapping):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import ConfigError, ExportError, ModelError, ModelSpecError
-from ..modelfile import first_line, load_spec, write_sidecar
+from ..modelfile import load_spec, write_sidecar
 from ..spec import ModelSpec, atomic_write_bytes, file_sha256, spec_path_for
 from .calibration import DEFAULT_CALIB_SIZE, Calibration, calibration_samples, check_samples
 from .check import DEFAULT_MAX_DROP, AccuracyGateError, CheckReport, compare, keras_predict
@@ -85,15 +85,9 @@ def load_keras(path: str | os.PathLike) -> Any:
     if keras.backend.backend() != "tensorflow":
         raise ConfigError(f"export needs the tensorflow Keras backend (the converters are TensorFlow's); "
                           f"got KERAS_BACKEND={keras.backend.backend()!r}")
-    try:
-        return keras.saving.load_model(str(path), safe_mode=True)
-    except Exception as e:
-        msg = str(e)
-        if "Lambda" in msg or "safe_mode" in msg:
-            raise ModelError(f"{path}: the model contains a Lambda layer (arbitrary Python code), which "
-                             "edgecv refuses to load; rebuild it with standard or registered custom "
-                             "layers") from None
-        raise ModelError(f"{path}: cannot load the Keras model ({first_line(e)})") from None
+    from ..kerasload import load_keras_model
+
+    return load_keras_model(path, compile=True)
 
 
 def _check_model_matches_spec(model: Any, spec: ModelSpec, path: Path) -> None:
@@ -104,9 +98,10 @@ def _check_model_matches_spec(model: Any, spec: ModelSpec, path: Path) -> None:
     if shape != tuple(spec.input_shape):
         raise ModelSpecError(f"{path}: the model takes {shape} but its ModelSpec says {tuple(spec.input_shape)}")
     out = model.output_shape
-    if isinstance(out, tuple) and len(out) == 2 and spec.labels and out[1] != len(spec.labels):
-        raise ModelSpecError(f"{path}: the model has {out[1]} outputs but its ModelSpec lists "
-                             f"{len(spec.labels)} labels")
+    want = 1 if spec.output == "sigmoid" else len(spec.labels)
+    if isinstance(out, tuple) and len(out) == 2 and spec.labels and out[1] != want:
+        raise ModelSpecError(f"{path}: the model has {out[1]} outputs but its ModelSpec ({spec.output}, "
+                             f"{len(spec.labels)} labels) expects {want}")
 
 
 def _validate_numbers(calib_size: int, check_size: int | None, max_drop: float) -> None:
@@ -172,7 +167,7 @@ class _Session:
             if load_spec(trial).to_json() != spec.to_json():
                 raise ExportError(f"the ModelSpec embedded in the {variant.key} export does not read back")
             output = module.run(trial, self.check.x)
-            report = compare(self.reference, output, self.check, fmt=variant.fmt, quant=variant.quant,
+            report = compare(self.reference, output, self.check, spec=self.spec, fmt=variant.fmt, quant=variant.quant,
                              path=out, max_drop=max_drop, size_bytes=trial.stat().st_size,
                              source_bytes=self.source_bytes, fp32_weight_bytes=self.fp32_weight_bytes,
                              runtime=fmt.runtime,

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ExportError
-from ..spec import atomic_write_text
+from .. import decode
+from ..errors import ExportError, ModelError
+from ..spec import ModelSpec, atomic_write_text
 from .calibration import Samples
 
 DEFAULT_MAX_DROP = 1.0
@@ -97,16 +98,28 @@ def keras_predict(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.asarray(y, np.float32)
 
 
-def compare(reference: np.ndarray, output: np.ndarray, samples: Samples, *, fmt: str, quant: str,
-            path: str | os.PathLike, max_drop: float, size_bytes: int, source_bytes: int,
+def compare(reference: np.ndarray, output: np.ndarray, samples: Samples, *, spec: ModelSpec, fmt: str,
+            quant: str, path: str | os.PathLike, max_drop: float, size_bytes: int, source_bytes: int,
             fp32_weight_bytes: int, runtime: str, extra: dict[str, Any] | None = None) -> CheckReport:
-    """Score an export's outputs against the source model's on the same preprocessed samples."""
+    """Score an export's outputs against the source model's on the same preprocessed samples.
+    Both are decided by edgecv.decode under the model's spec (a sigmoid output by its threshold,
+    classes by their top probability), so the gate judges what the runtime will answer."""
     if reference.shape != output.shape:
         raise ExportError(f"the {fmt} {quant} export returns shape {output.shape[1:]}; the Keras "
                           f"model returns {reference.shape[1:]}")
-    ref_top, out_top = reference.argmax(-1), output.argmax(-1)
     extra = dict(extra or {})
-    if reference.ndim == 3:
+    if spec.output == "ctc":
+        ref_top, out_top = reference.argmax(-1), output.argmax(-1)
+    else:
+        try:
+            ref_top = decode.indices(spec, reference, len(samples.x))
+        except ModelError as e:
+            raise ExportError(f"the Keras model's own output does not fit its ModelSpec: {e}") from None
+        try:
+            out_top = decode.indices(spec, output, len(samples.x))
+        except ModelError as e:
+            raise ExportError(f"the {fmt} {quant} export's output does not fit the ModelSpec: {e}") from None
+    if spec.output == "ctc":
         # A CTC sequence model (N x T x K, blank = the last class): what must agree is the text each
         # output spells. A step that flips between the blank and a repeat of its neighbour moves
         # where a character starts, not which text is read; per-step agreement counted those.
@@ -119,7 +132,7 @@ def compare(reference: np.ndarray, output: np.ndarray, samples: Samples, *, fmt:
         same = (ref_top == out_top).reshape(len(reference), -1).all(axis=1)
     agreement = float(same.mean())
     y = samples.y
-    if y is not None and reference.ndim == 2:
+    if y is not None and spec.output != "ctc":
         src_acc = float((ref_top == y).mean())
         acc = float((out_top == y).mean())
         drop = 100.0 * (src_acc - acc)

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from edgecv.errors import BackendError, ConfigError, ModelError, unknown
-from edgecv.modelfile import first_line, load_spec
+from edgecv.errors import ConfigError, ModelError, unknown
+from edgecv.modelfile import first_line
 from edgecv.spec import ModelSpec
 
-from .backend_base import DEFAULT_BUCKETS, Backend, BackendBase, InputSpec, dequantize, quantize  # noqa: F401
+from .backend_base import DEFAULT_BUCKETS, BackendBase, InputSpec, dequantize, quantize  # noqa: F401
 from .litert import LiteRTBackend, _litert_factory  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -160,16 +160,11 @@ class KerasBackend(BackendBase):
     name = "keras"
 
     def __init__(self, path: str | os.PathLike, spec: ModelSpec, threads: int | None = None) -> None:
-        try:
-            import keras
-        except ImportError:
-            raise BackendError("the keras backend needs Keras: pip install 'edgecv[train]'") from None
+        from edgecv.kerasload import load_keras_model
+
         self.path = Path(path)
         self.spec = spec
-        try:
-            self.model = keras.saving.load_model(str(self.path), compile=False, safe_mode=True)
-        except Exception as e:  # Keras raises ValueError/TypeError/OSError for bad files
-            raise ModelError(f"{self.path}: Keras cannot load this model ({first_line(e)})") from None
+        self.model = load_keras_model(self.path)
         shape = tuple(self.model.inputs[0].shape)
         self._check_model_shape(shape, self.path)
         self.input_spec = InputSpec(self.model.inputs[0].name, (None,) + shape[1:], "float32")
@@ -203,15 +198,18 @@ def resolve_backend(path: Path, backend: str | None) -> str:
     return backend
 
 
-def open_backend(path: str | os.PathLike, backend: str | None = None, device: str = "cpu",
-                 threads: int | None = None, spec: ModelSpec | None = None, cuda_graph: bool = False) -> BackendBase:
-    """Open a model file for inference; the backend follows the suffix unless `backend` names one.
+def open_backend(path: str | os.PathLike, spec: ModelSpec, backend: str | None = None, device: str = "cpu",
+                 threads: int | None = None, cuda_graph: bool = False) -> BackendBase:
+    """Open a model file for inference with the ModelSpec already read for it
+    (edgecv.resolve.resolve gives both); the backend follows the suffix unless `backend` names one.
 
     device is cpu|cuda|tensorrt (onnxruntime only; the others run on the CPU and say so);
     cuda_graph asks onnxruntime's CUDA provider to capture and replay CUDA graphs.
     Raises ConfigError, ModelError, ModelSpecError or BackendError.
     """
     path = Path(path)
+    if not isinstance(spec, ModelSpec):
+        raise TypeError("open_backend needs the model's ModelSpec (edgecv.resolve.resolve(model) reads it once)")
     if device not in DEVICES:
         raise ConfigError(unknown("device", device, DEVICES))
     if threads is not None and int(threads) < 1:
@@ -219,7 +217,6 @@ def open_backend(path: str | os.PathLike, backend: str | None = None, device: st
     name = resolve_backend(path, backend)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
-    spec = spec or load_spec(path)
     if name != "onnxruntime" and device != "cpu":
         log.warning("device %r was requested but the %s backend runs on the CPU only; running on cpu", device, name)
     if cuda_graph and name != "onnxruntime":

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from edgecv.errors import ConfigError, ModelError, unknown
+from edgecv.spec import CropRule
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,7 @@ class YuNetFaceDetector:
     name = "yunet"
 
     def __init__(self, model: str | os.PathLike | None = None, width: int | None = 320,
-                 score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 500,
-                 square: bool = False) -> None:
+                 score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 500) -> None:
         if model is None:
             from edgecv.data import resource_path
 
@@ -110,7 +110,6 @@ class YuNetFaceDetector:
         except cv2.error as e:
             raise ModelError(f"{model}: cv2.FaceDetectorYN cannot load it ({str(e).strip().splitlines()[-1]})") from None
         self.width = width
-        self.square = square
         self._size: tuple[int, int] | None = None
 
     def detect(self, image: np.ndarray) -> list[Box]:
@@ -125,16 +124,23 @@ class YuNetFaceDetector:
         if faces is None:
             return []
         # Each row: x, y, w, h, 5 landmark pairs, score.
-        boxes = [Box(round(r[0] * f), round(r[1] * f), round(r[2] * f), round(r[3] * f), float(r[14])) for r in faces]
-        return [haar_style(b) for b in boxes] if self.square else boxes
+        return [Box(round(r[0] * f), round(r[1] * f), round(r[2] * f), round(r[3] * f), float(r[14])) for r in faces]
 
 
-def haar_style(b: Box) -> Box:
-    """YuNet's box is taller than wide and reaches into the hair; Haar's frontal-face box (and the
-    SMILES crops, cut with such a detector) is a square from the brows to the chin. Keep the width
-    and the chin, drop the forehead."""
-    side = min(b.w, b.h)
-    return Box(b.x + (b.w - side) // 2, b.y + b.h - side, side, side, b.score)
+def crop_region(b: Box, rule: CropRule) -> Box:
+    """The region a model reads for a detected box, by its ModelSpec's crop rule (not clipped).
+
+    "square": YuNet's box is taller than wide and reaches into the hair; Haar's frontal-face box
+    (and the SMILES crops, cut with such a detector) is a square from the brows to the chin. Keep
+    the width's centre and the chin, drop the forehead (a Haar box, already square, is unchanged).
+    The margin then grows the region by that fraction of its side on every side."""
+    if rule.kind == "square":
+        side = min(b.w, b.h)
+        b = Box(b.x + (b.w - side) // 2, b.y + b.h - side, side, side, b.score)
+    if rule.margin:
+        dx, dy = round(b.w * rule.margin), round(b.h * rule.margin)
+        b = Box(b.x - dx, b.y - dy, b.w + 2 * dx, b.h + 2 * dy, b.score)
+    return b
 
 
 DETECTORS: dict[str, Callable[..., Any]] = {"haar": HaarFaceDetector, "yunet": YuNetFaceDetector}

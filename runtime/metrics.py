@@ -95,3 +95,13 @@ class Metrics:
         if s["batches"]["count"]:
             parts.append(f"batch {s['batches']['mean_size']:.1f}")
         return " | ".join(parts)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (Linux reports KiB, macOS bytes). The
+    one RSS probe: the pipeline's summary and the benchmark's rows both read it."""
+    import resource
+    import sys
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(r / (1 << 20) if sys.platform == "darwin" else r / 1024, 1)

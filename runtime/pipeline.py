@@ -9,7 +9,6 @@ frames already read are finished and written, files are finalised, threads joine
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -20,16 +19,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgecv import decode
 from edgecv.errors import BackendError, ConfigError, EdgecvError
 from edgecv.preprocess import apply_chain
 
-from .backends import BackendBase, open_backend
+from .backends import BackendBase
 from .batcher import Batcher
-from .detect import Box, Detector, make_detector
-from .metrics import Metrics
-from .results import Detection, FrameResult, postprocess
+from .detect import Box, Detector, crop_region
+from .metrics import Metrics, peak_rss_mb
+from .results import Detection, FrameResult
 from .sinks import Sink, SinkSet
-from .sources import Frame, Policy, Source, parse_source
+from .sources import Frame, Policy, Source
 from .track import BoxTracker
 
 log = logging.getLogger(__name__)
@@ -66,76 +66,95 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-DetectorArg = str | Detector | Callable[[], Detector] | None
+DetectorFactory = Callable[[], Detector]
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How the pipeline batches and bounds its work.
+
+    max_batch / max_delay_ms: the batcher's limits. detect_workers: detect/preprocess threads.
+    detect_every=k detects on every k-th frame of a source and predicts its boxes in between
+    (runtime.track). max_inflight: frames between a source and the sinks (None: chosen from the
+    sources, `inflight_for`). max_frames: stop after that many frames. metrics_interval: seconds
+    between metric lines on the log (0: never).
+    """
+
+    max_batch: int = 32
+    max_delay_ms: float = 5.0
+    detect_workers: int = 1
+    detect_every: int = 1
+    max_inflight: int | None = None
+    max_frames: int | None = None
+    metrics_interval: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "detect_workers", "detect_every", "max_inflight", "max_frames"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer; got {v!r}")
+        # A non-finite delay overflows the batcher's timed wait (and NaN compares false everywhere).
+        if not (isinstance(self.max_delay_ms, (int, float)) and 0 <= self.max_delay_ms <= 60_000):
+            raise ConfigError(f"max_delay_ms must be a number from 0 to 60000; got {self.max_delay_ms!r}")
+        if not (isinstance(self.metrics_interval, (int, float)) and 0 <= self.metrics_interval < float("inf")):
+            raise ConfigError(f"metrics_interval must be a finite number >= 0; got {self.metrics_interval!r}")
+
+    def inflight_for(self, sources: Sequence[Source], whole_frames: bool) -> int:
+        """Frames in flight bound memory, the batch the batcher can form, and (for live sources) the
+        age of what is shown. Files, whole frames classified: 2 x max_batch, so batches fill (on an
+        H100, 16 in flight capped batches at 16 and made batching slower than batch 1; 512 gave
+        63-image batches, 2x batch 1). Live (`latest`) sources or a detector: a few per detect
+        worker and one per stream, because a frame taken from its source can no longer be dropped
+        and ages (the soak saw p99 age 72 s with 64), and frames queued behind the detector only
+        age and hold memory (64 1080p frames in flight took the Haar pipeline on smile.mp4 to a
+        534 MB peak, 8 to 219 MB, at the same fps; docs/results.md)."""
+        if self.max_inflight is not None:
+            return self.max_inflight
+        live = any(s.policy is Policy.LATEST for s in sources)
+        if whole_frames and not live:
+            return max(8, 4 * self.detect_workers, 2 * self.max_batch)
+        return max(8, 4 * self.detect_workers, len(sources))
 
 
 class Pipeline:
-    """Run a model over one or more sources.
+    """Run an open backend over one or more sources (STYLE.md 18: objects in; `runtime.build`
+    turns names and CLI strings into these objects).
 
-    model: a model file (.tflite / .onnx / .keras) or an open backend (then the caller closes it).
-    sources: source strings (see edgecv.runtime.sources) or Source objects; ids are s0, s1, ...
-    detector: "haar", "yunet", "none"/None (the whole frame is classified), a Detector instance
-      (shared by all detect workers), or a zero-argument factory (one detector per worker);
-      detector_options go to the built-in. detect_every=k detects on every k-th frame of a source
-      and predicts its boxes in between (runtime.track: constant velocity from the last two detections).
-    max_batch / max_delay_ms: the batcher's limits. policy: latest|every for every source
-      (default: latest for live sources, every for files); source_options: one dict per source
-      overriding policy and max_fps for it. max_frames: stop after that many frames.
+    backend: an open backend (edgecv.runtime.backends.open_backend); the pipeline closes it at the
+      end only when owns_backend is true.
+    sources: Source objects, not yet started, with unique ids.
+    detector: None (each whole frame is classified) or a zero-argument factory that builds one
+      detector per detect worker (detectors are not thread-safe). The model's ModelSpec `crop`
+      turns each detected box into the region the model reads.
+    sinks: where results go (runtime.sinks). options: PipelineOptions.
     """
 
-    def __init__(self, model: str | os.PathLike | BackendBase, sources: Sequence[str | Source], *,
-                 detector: DetectorArg = "haar", detector_options: dict[str, Any] | None = None,
-                 backend: str | None = None, device: str = "cpu", threads: int | None = None,
-                 cuda_graph: bool = False, source_options: Sequence[dict[str, Any]] | None = None,
-                 max_batch: int = 32, max_delay_ms: float = 5.0, policy: str | None = None,
-                 queue_size: int = 4, sinks: Sequence[Sink] = (), detect_workers: int = 1,
-                 max_inflight: int | None = None, max_frames: int | None = None, max_fps: float | None = None,
-                 detect_every: int = 1, metrics_interval: float = 0.0) -> None:
+    def __init__(self, backend: BackendBase, sources: Sequence[Source], detector: DetectorFactory | None = None,
+                 sinks: Sequence[Sink] = (), options: PipelineOptions | None = None, *,
+                 owns_backend: bool = False) -> None:
+        if not isinstance(backend, BackendBase):
+            raise ConfigError(f"backend must be an open backend (runtime.backends.open_backend); "
+                              f"got {type(backend).__name__}")
         if not sources:
             raise ConfigError("at least one source is needed")
-        if detect_workers < 1:
-            raise ConfigError(f"detect_workers must be at least 1; got {detect_workers}")
-        if detect_every < 1:
-            raise ConfigError(f"detect_every must be at least 1; got {detect_every}")
-        if max_frames is not None and max_frames < 1:
-            raise ConfigError(f"max_frames must be at least 1; got {max_frames}")
-        self._model = model
-        self._backend_args = dict(backend=backend, device=device, threads=threads, cuda_graph=cuda_graph)
-        self._source_args = list(sources)
-        self._source_options = list(source_options or [{}] * len(self._source_args))
-        if len(self._source_options) != len(self._source_args):
-            raise ConfigError("source_options needs one entry per source")
-        self.policy, self.queue_size = policy, queue_size
-        self._detector_arg = detector
-        self.detector_options = dict(detector_options or {})
-        self.max_batch, self.max_delay_ms = max_batch, max_delay_ms
-        self.detect_workers = detect_workers
-        # Frames in flight bound memory, the batch the batcher can form, and (for live sources) the
-        # age of what is shown. Files, whole frames classified: 2 x max_batch, so batches fill (on an
-        # H100, 16 in flight capped batches at 16 and made batching slower than batch 1; 512 gave
-        # 63-image batches, 2x batch 1). Live (`latest`): a few per detect worker and one per stream, because a frame
-        # taken from its source can no longer be dropped and ages (the soak saw p99 age 72 s with 64).
-        # Resolved in start(), once the sources' policies are known.
-        self._max_inflight_arg = max_inflight
-        whole_frames = detector is None or detector == "none"
-        # With a detector, a frame per stream and a few per worker: frames queued behind the detector
-        # only age and hold memory (64 1080p frames in flight took the Haar pipeline on smile.mp4 to
-        # a 534 MB peak, 8 to 219 MB, at the same fps; docs/results.md).
-        self.max_inflight = max_inflight or (max(8, 4 * detect_workers, 2 * max_batch) if whole_frames
-                                             else max(8, 4 * detect_workers, len(sources)))
-        self.max_fps = max_fps
-        self.max_frames = max_frames
-        self.detect_every = detect_every
-        self._tracker = BoxTracker(detect_every)
-        self.metrics_interval = metrics_interval
+        if not all(isinstance(s, Source) for s in sources):
+            raise ConfigError("sources must be Source objects (runtime.build.build_sources makes them from text)")
+        if len({s.id for s in sources}) != len(sources):
+            raise ConfigError("source ids must be unique")
+        if detector is not None and not callable(detector):
+            raise ConfigError(f"detector must be a factory (a zero-argument callable); got {type(detector).__name__}")
+        self.options = options or PipelineOptions()
+        self.backend: BackendBase = backend
+        self._owns_backend = owns_backend
+        self.sources: list[Source] = list(sources)
+        self._detector_factory = detector
+        self.max_inflight = self.options.inflight_for(self.sources, whole_frames=detector is None)
+        self._tracker = BoxTracker(self.options.detect_every)
         self.sinks = SinkSet(sinks, on_error=self._sink_error)
         self.metrics = Metrics()
         self.state = PipelineState.CREATED
         self.error: str | None = None
         self._error_exc: BaseException | None = None
-        self.sources: list[Source] = []
-        self.backend: BackendBase | None = None
-        self._owns_backend = not isinstance(model, BackendBase)
         self._state_lock = threading.Lock()
         self._stopping = threading.Event()
         self._finished = threading.Event()
@@ -159,32 +178,21 @@ class Pipeline:
             return True
 
     def start(self) -> "Pipeline":
-        """Open the model, sources and detector and start the threads. Raises EdgecvError subclasses;
-        on error everything opened so far is closed again."""
+        """Build a detector and start the sources and threads. Raises EdgecvError subclasses; on
+        error everything started so far is stopped again."""
         if not self._set_state(PipelineState.STARTING):
             raise ConfigError(f"a pipeline starts once; this one is {self.state.value}")
         try:
-            self.backend = self._model if isinstance(self._model, BackendBase) else open_backend(
-                self._model, **self._backend_args)
             self._detector_for_thread()  # build one now: a bad detector fails here, not in a worker
-            for i, s in enumerate(self._source_args):
-                o = self._source_options[i]
-                src = s if isinstance(s, Source) else parse_source(
-                    s, f"s{i}", o.get("policy", self.policy), self.queue_size, max_fps=o.get("max_fps", self.max_fps))
-                self.sources.append(src)
-            per_source_ids = {s.id for s in self.sources}
-            if len(per_source_ids) != len(self.sources):
-                raise ConfigError("source ids must be unique")
             for src in self.sources:
                 src.start()
         except BaseException:
             self._abort_start()
             raise
-        if self._max_inflight_arg is None and any(s.policy is Policy.LATEST for s in self.sources):
-            self.max_inflight = max(8, 4 * self.detect_workers, len(self.sources))
+        opts = self.options
         self._slots = threading.Semaphore(self.max_inflight)
-        self.batcher = Batcher(self.backend.run, self.max_batch, self.max_delay_ms, on_batch=self.metrics.batch)
-        self._pool = ThreadPoolExecutor(self.detect_workers, thread_name_prefix="detect")
+        self.batcher = Batcher(self.backend.run, opts.max_batch, opts.max_delay_ms, on_batch=self.metrics.batch)
+        self._pool = ThreadPoolExecutor(opts.detect_workers, thread_name_prefix="detect")
         self.metrics.t_start = time.monotonic()
         for target, name in ((self._dispatch, "dispatch"), (self._sink_loop, "sink")):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -223,7 +231,8 @@ class Pipeline:
         if self.state is PipelineState.CREATED:
             raise ConfigError("the pipeline was not started")
         deadline = None if timeout is None else time.monotonic() + timeout
-        next_print = time.monotonic() + self.metrics_interval if self.metrics_interval > 0 else None
+        interval = self.options.metrics_interval
+        next_print = time.monotonic() + interval if interval > 0 else None
         for t in self._threads:
             while t.is_alive():
                 t.join(0.2)
@@ -232,7 +241,7 @@ class Pipeline:
                     dropped = sum(src.dropped for src in self.sources)
                     states = ",".join(f"{src.id}:{src.state.value}" for src in self.sources)
                     log.info("%s | dropped %d | %s", self.metrics.line(), dropped, states)
-                    next_print = now + self.metrics_interval
+                    next_print = now + interval
                 if deadline is not None and now >= deadline:
                     return False
         return True
@@ -291,7 +300,7 @@ class Pipeline:
                     self._jobs_cv.notify_all()
                 self._pool.submit(self._work, job)
                 self._dispatched += 1
-                if self.max_frames is not None and self._dispatched >= self.max_frames:
+                if self.options.max_frames is not None and self._dispatched >= self.options.max_frames:
                     self.stop()
                     break
         finally:
@@ -301,18 +310,7 @@ class Pipeline:
 
     def _detector_for_thread(self) -> Detector | None:
         if not hasattr(self._local, "detector"):
-            d = self._detector_arg
-            if d is None or d == "none":
-                det = None
-            elif isinstance(d, str):
-                det = make_detector(d, **self.detector_options)
-            elif hasattr(d, "detect"):
-                det = d
-            elif callable(d):
-                det = d()
-            else:
-                raise ConfigError(f"detector must be a name, a Detector or a factory; got {type(d).__name__}")
-            self._local.detector = det
+            self._local.detector = None if self._detector_factory is None else self._detector_factory()
         return self._local.detector
 
     def _work(self, job: _Job) -> None:
@@ -329,7 +327,8 @@ class Pipeline:
             elif reused is not None:
                 boxes = [c for c in (b.clip(w, h) for b in reused) if c is not None]
             else:
-                boxes = [c for c in (b.clip(w, h) for b in det.detect(image)) if c is not None]
+                rule = self.backend.spec.crop
+                boxes = [c for c in (crop_region(b, rule).clip(w, h) for b in det.detect(image)) if c is not None]
                 self._tracker.update(job.frame.source_id, job.frame.index, boxes)
             t1 = time.monotonic()
             if det is not None and reused is None:
@@ -383,8 +382,8 @@ class Pipeline:
             self._finish()
 
     def _deliver(self, job: _Job, spec) -> None:
-        labels = postprocess(spec, job.outputs) if job.outputs is not None else []
-        dets = [Detection(b, lab, i, s) for b, (lab, i, s) in zip(job.boxes, labels)]
+        preds = decode.predictions(spec, job.outputs, len(job.boxes)) if job.outputs is not None else []
+        dets = [Detection(b, p.label, p.index, p.score) for b, p in zip(job.boxes, preds)]
         job.timings["decode"] = job.frame.decode_s * 1000
         result = FrameResult(job.frame, dets, job.timings, job.fps)
         t0 = time.monotonic()
@@ -416,7 +415,7 @@ class Pipeline:
         for src in self.sources:
             if not src.join(10.0):
                 log.warning("source %s did not finish within 10 s (a stuck network read?)", src.id)
-        if self._owns_backend and self.backend is not None:
+        if self._owns_backend:
             self.backend.close()
         if self.state is not PipelineState.FAILED:
             with self._state_lock:
@@ -441,11 +440,3 @@ class Pipeline:
         snap["peak_rss_mb"] = peak_rss_mb()
         return snap
 
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports KiB, macOS bytes)."""
-    import resource
-    import sys
-
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(r / (1 << 20) if sys.platform == "darwin" else r / 1024, 1)

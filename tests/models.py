@@ -31,6 +31,15 @@ def smile_spec():
                      preprocess=tuple(default_chain(SHAPE)), labels=LABELS, arch="tiny-cnn")
 
 
+def open_model(path, **kwargs):
+    """A backend for a model file, its spec read the one way (edgecv.resolve)."""
+    from edgecv.resolve import resolve
+    from edgecv.runtime.backends import open_backend
+
+    ref = resolve(path)
+    return open_backend(ref.path, ref.spec, **kwargs)
+
+
 def smile_models(cache_dir: str | os.PathLike) -> dict[str, Path]:
     """{'keras': .., 'tflite': .., 'tflite_int8': .., 'onnx': ..} built (once) under cache_dir."""
     key = hashlib.sha256(HERE.read_bytes()).hexdigest()[:12]

@@ -6,7 +6,7 @@ import pytest
 
 from edgecv.data import load
 from edgecv.errors import DataError
-from edgecv.train.hdf5 import HDF5DatasetWriter, HDF5Generator, read_imageset, write_imageset
+from edgecv.train.hdf5 import HDF5DatasetWriter, read_imageset, write_imageset
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +51,3 @@ def test_short_write_is_discarded(tmp_path, digits):
         w.close()
     assert list(tmp_path.iterdir()) == []
 
-
-def test_generator_batches_shuffles_and_preprocesses(tmp_path, digits):
-    x, y = digits
-    path = write_imageset(tmp_path / "d.h5", x, y, list("0123456789"))
-    gen = HDF5Generator(path, 64, preprocess=lambda b: b[..., None] / 255.0, seed=1)
-    assert len(gen) == 5
-    xb, yb = gen[0]
-    assert xb.shape == (64, 28, 28, 1) and xb.dtype == np.float32 and xb.max() <= 1
-    seen = np.concatenate([gen[i][1] for i in range(len(gen))])
-    assert sorted(seen.tolist()) == sorted(y.tolist())
-    first = gen[0][1].copy()
-    gen.on_epoch_end()
-    assert not np.array_equal(first, gen[0][1])
-    gen.close()

@@ -1,16 +1,15 @@
-"""Each preprocessor on real images, and the ModelSpec chain reproducing the training objects."""
+"""The deployable preprocessing chain on real images: the book's preprocessors as typed steps
+(edgecv.preprocess), their parsing from a ModelSpec, and the 10-crop batch."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from edgecv.errors import ModelSpecError
 from edgecv.images import read_image
-from edgecv.preprocess import apply_chain, default_chain, validate_chain
+from edgecv.preprocess import Crop, Gray, Resize, Scale, apply_chain, default_chain, parse_chain, parse_step
 from edgecv.spec import ModelSpec
-from edgecv.train.preprocessors import (AspectAwarePreprocessor, CropPreprocessor, GrayPreprocessor,
-                                        ImageToArrayPreprocessor, MeanPreprocessor, PadPreprocessor,
-                                        PatchPreprocessor, ScalePreprocessor, SimplePreprocessor, chain_steps)
 
 
 @pytest.fixture(scope="module")
@@ -18,72 +17,35 @@ def photo(data_dir):
     return read_image(data_dir / "videos/smile.jpg")  # 426x640x3 BGR
 
 
-def test_simple_resize_ignores_aspect(photo):
-    out = SimplePreprocessor(32, 24)(photo)
+def test_stretch_resize_ignores_aspect(photo):
+    out = Resize((24, 32)).image(photo)
     assert out.shape == (24, 32, 3) and out.dtype == np.uint8
 
 
-def test_aspect_aware_crops_the_centre(photo):
-    out = AspectAwarePreprocessor(64, 64)(photo)
+def test_aspect_resize_crops_the_centre(photo):
+    out = Resize((64, 64), "aspect").image(photo)
     assert out.shape == (64, 64, 3)
     # The centre crop of a wide image equals resizing the central square.
     h, w = photo.shape[:2]
-    import cv2
     square = photo[:, (w - h) // 2:(w - h) // 2 + h]
     ref = cv2.resize(square, (64, 64), interpolation=cv2.INTER_AREA)
     assert np.abs(out.astype(int) - ref.astype(int)).mean() < 3
 
 
-def test_pad_keeps_everything_and_replicates_edges(data_dir):
+def test_pad_resize_keeps_everything_and_replicates_edges(data_dir):
     digit = read_image(next((data_dir / "ezpass/digits/7").glob("*.png")), gray=True)
-    out = PadPreprocessor(28, 28)(digit)
+    out = Resize((28, 28), "pad").image(digit)
     assert out.shape == (28, 28)
     h, w = digit.shape
     if h > w:  # padded left/right: the first column repeats
         assert (out[:, 0] == out[:, 1]).all() or w * 28 / h > 27
 
 
-def test_gray_scale_image_to_array(photo):
-    g = GrayPreprocessor()(photo)
-    assert g.ndim == 2
-    a = ImageToArrayPreprocessor()(g)
-    assert a.shape == (*g.shape, 1)
-    s = ScalePreprocessor()(a)
-    assert s.dtype == np.float32 and 0 <= s.min() and s.max() <= 1
-
-
-def test_mean_fit_and_subtract(photo):
-    batch = np.stack([photo, photo[::-1]]).astype(np.float32)
-    mp = MeanPreprocessor.fit(batch)
-    assert np.allclose(mp.means, batch.reshape(-1, 3).astype(np.float64).mean(0), atol=1e-6)
-    out = mp(photo)
-    assert np.allclose(out.reshape(-1, 3).astype(np.float64).mean(0), 0, atol=1e-2)
-
-
-def test_patch_is_a_random_crop_inside(photo):
-    p = PatchPreprocessor(50, 40, rng=np.random.default_rng(0))
-    crops = [p(photo) for _ in range(5)]
-    assert all(c.shape == (40, 50, 3) for c in crops)
-    assert len({c.tobytes() for c in crops}) > 1
-
-
-def test_ten_crop(photo):
-    crops = CropPreprocessor(64, 64)(photo)
-    assert crops.shape == (10, 64, 64, 3)
-    assert np.array_equal(crops[5], crops[0][:, ::-1])
-    assert np.array_equal(crops[0], photo[:64, :64])
-
-
-def test_chain_matches_the_training_objects(photo):
-    objs = [GrayPreprocessor(), SimplePreprocessor(28, 28), ScalePreprocessor(1 / 255.0)]
-    steps = chain_steps(objs)
-    x = photo
-    for o in objs:
-        x = o(x)
-    batch = apply_chain([photo], steps, (28, 28, 1))
-    assert batch.shape == (1, 28, 28, 1)
-    assert np.allclose(batch[0, :, :, 0], x)
-    assert steps == default_chain((28, 28, 1))
+def test_gray_and_scale_steps(photo):
+    batch = apply_chain([photo], [Gray(), Resize((28, 28)), Scale(1 / 255.0)], (28, 28, 1))
+    ref = cv2.resize(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY), (28, 28), interpolation=cv2.INTER_AREA) / 255.0
+    assert batch.shape == (1, 28, 28, 1) and batch.dtype == np.float32
+    assert np.allclose(batch[0, :, :, 0], ref, atol=1e-6)
 
 
 def test_chain_round_trips_through_the_spec(photo):
@@ -95,11 +57,40 @@ def test_chain_round_trips_through_the_spec(photo):
                           apply_chain([photo], steps, (32, 32, 3)))
 
 
-def test_bad_chain_and_spec_messages():
-    with pytest.raises(ModelSpecError, match="unknown preprocess op 'blur'"):
-        validate_chain([{"op": "blur"}])
-    with pytest.raises(ModelSpecError, match="resize mode"):
-        validate_chain([{"op": "resize", "size": [2, 2], "mode": "squash"}])
+def test_chain_is_parsed_into_typed_steps_and_back(photo):
+    steps = default_chain((28, 28, 1))
+    typed = parse_chain(steps)
+    assert typed == (Gray(), Resize((28, 28), "stretch", "area"), Scale(1 / 255.0))
+    assert [t.to_dict() for t in typed] == steps
+    assert np.array_equal(apply_chain([photo], typed, (28, 28, 1)), apply_chain([photo], steps, (28, 28, 1)))
+
+
+@pytest.mark.parametrize("step, match", [
+    ({"op": "blur"}, r"unknown preprocess op 'blur'.*Choose from: crop, gray, mean, resize, rgb, scale, std"),
+    ({"op": "sacle", "factor": 0.5}, r"unknown preprocess op 'sacle'\. Did you mean 'scale'\?"),
+    ({"op": "scale"}, r"preprocess step 'scale' needs field\(s\) factor"),
+    ({"op": "scale", "factr": 0.5}, r"preprocess step 'scale': unknown field 'factr'\. Did you mean 'factor'"),
+    ({"op": "scale", "factor": "1/255"}, r"scale factor must be a finite number; got '1/255'"),
+    ({"op": "scale", "factor": float("nan")}, r"scale factor must be a finite number"),
+    ({"op": "resize", "size": [2, 2], "mode": "squash"}, r"unknown resize mode 'squash'"),
+    ({"op": "resize", "size": [2, 2], "interp": "bilinear"}, r"unknown interpolation 'bilinear'"),
+    ({"op": "resize", "size": [2, 2.5]}, r"resize step needs size \[H, W\] of two positive ints"),
+    ({"op": "crop", "size": [32]}, r"crop step needs size"),
+    ({"op": "mean", "values": []}, r"mean values must be a non-empty list"),
+    ({"op": "std", "values": [0.5, 0]}, r"std values must be non-zero"),
+    ({"size": 3}, r"every preprocess step needs an 'op'"),
+    ("gray", r"a preprocess step must be an object"),
+])
+def test_bad_steps_are_refused_with_what_is_allowed(step, match):
+    with pytest.raises(ModelSpecError, match=match):
+        parse_step(step)
+    spec = ModelSpec("m", "classify", (28, 28, 1), "gray", default_chain((28, 28, 1)), labels=("a", "b")).to_dict()
+    spec["preprocess"] = [step]
+    with pytest.raises(ModelSpecError, match=match):  # the same message when a spec is read
+        ModelSpec.from_dict(spec)
+
+
+def test_bad_spec_messages():
     with pytest.raises(ModelSpecError, match="missing field"):
         ModelSpec.from_json('{"name": "x"}')
     with pytest.raises(ModelSpecError, match="not valid JSON"):
@@ -116,7 +107,6 @@ def test_channel_means_do_not_saturate_on_large_float32_sets():
     x[..., 0], x[..., 1], x[..., 2] = 100.3, 120.7, 90.1
     assert abs(float(x.reshape(-1, 3).mean(axis=0)[0]) - 100.3) > 0.5  # the trap is real
     assert np.allclose(channel_means(x), [100.3, 120.7, 90.1], atol=1e-3)
-    assert np.allclose(MeanPreprocessor.fit(x).means, [100.3, 120.7, 90.1], atol=1e-3)
 
 
 def test_crop_step_and_ten_crops_in_the_deployable_chain(photo):
@@ -126,7 +116,7 @@ def test_crop_step_and_ten_crops_in_the_deployable_chain(photo):
 
     chain = [{"op": "resize", "size": [40, 48], "mode": "stretch", "interp": "area"},
              {"op": "crop", "size": [32, 32]}, {"op": "scale", "factor": 1 / 255.0}]
-    validate_chain(chain)
+    assert parse_chain(chain)[1] == Crop((32, 32))
     one = apply_chain([photo], chain, (32, 32, 3))
     resized = apply_chain([photo], chain[:1] + chain[2:], (40, 48, 3))[0]
     np.testing.assert_array_equal(one[0], resized[4:36, 8:40])  # the centre
@@ -140,5 +130,3 @@ def test_crop_step_and_ten_crops_in_the_deployable_chain(photo):
         ten_crops([photo], default_chain((32, 32, 3)), (32, 32, 3))
     with pytest.raises(ModelSpecError, match="crop to 32x32 needs an image at least that large"):
         apply_chain([photo], [{"op": "resize", "size": [20, 20]}, {"op": "crop", "size": [32, 32]}], (32, 32, 3))
-    with pytest.raises(ModelSpecError, match="crop step needs size"):
-        validate_chain([{"op": "crop", "size": [32]}])

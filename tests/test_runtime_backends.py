@@ -12,9 +12,9 @@ import pytest
 from edgecv.errors import ConfigError, ModelError, ModelSpecError
 from edgecv.images import read_image
 from edgecv.preprocess import apply_chain
-from edgecv.runtime.backends import LiteRTBackend, OrtBackend, open_backend
+from edgecv.runtime.backends import LiteRTBackend, OrtBackend
 from edgecv.runtime.detect import HaarFaceDetector
-from models import smile_model_files, smile_spec  # noqa: F401  (fixture)
+from models import open_model, smile_model_files, smile_spec  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def crops(data_dir) -> np.ndarray:
 
 
 def test_litert_and_ort_agree_on_the_same_crops(smile_model_files, crops):
-    with open_backend(smile_model_files["tflite"]) as lite, open_backend(smile_model_files["onnx"]) as ort:
+    with open_model(smile_model_files["tflite"]) as lite, open_model(smile_model_files["onnx"]) as ort:
         a, b = lite.run(crops), ort.run(crops)
     assert a.shape == b.shape == (len(crops), 2)
     np.testing.assert_allclose(a, b, atol=1e-4, err_msg="litert vs onnxruntime(CPUExecutionProvider)")
@@ -39,15 +39,15 @@ def test_litert_and_ort_agree_on_the_same_crops(smile_model_files, crops):
 
 
 def test_exported_models_match_the_keras_reference(smile_model_files, crops):
-    with open_backend(smile_model_files["keras"]) as ref:
+    with open_model(smile_model_files["keras"]) as ref:
         want = ref.run(crops)
     for kind in ("tflite", "onnx"):
-        with open_backend(smile_model_files[kind]) as b:
+        with open_model(smile_model_files[kind]) as b:
             np.testing.assert_allclose(b.run(crops), want, atol=1e-4, err_msg=f"{kind} vs keras")
 
 
 def test_int8_tflite_is_quantized_inside_the_backend(smile_model_files, crops):
-    with open_backend(smile_model_files["tflite_int8"]) as q, open_backend(smile_model_files["tflite"]) as f:
+    with open_model(smile_model_files["tflite_int8"]) as q, open_model(smile_model_files["tflite"]) as f:
         assert q.input_spec.dtype == "int8" and q.input_spec.quantization is not None
         assert q.spec.quantization == "int8"  # read from the spec embedded in the file
         yq, yf = q.run(crops), f.run(crops)
@@ -98,7 +98,7 @@ def test_litert_int8_fast_path_matches_a_plain_interpreter(smile_model_files, cr
 
 
 def test_empty_batch_gives_empty_output(smile_model_files):
-    with open_backend(smile_model_files["onnx"]) as b:
+    with open_model(smile_model_files["onnx"]) as b:
         assert b.run(np.zeros((0, 28, 28, 1), np.float32)).shape == (0, 2)
 
 
@@ -108,7 +108,7 @@ def test_unavailable_provider_warns_by_name_and_runs_on_cpu(smile_model_files, c
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA; the fallback path is for builds without it")
     with caplog.at_level(logging.WARNING, logger="edgecv.runtime.backends"):
-        with open_backend(smile_model_files["onnx"], device="tensorrt") as b:
+        with open_model(smile_model_files["onnx"], device="tensorrt") as b:
             assert b.providers == ("CPUExecutionProvider",)
             assert b.run(crops[:2]).shape == (2, 2)
     text = caplog.text
@@ -117,12 +117,12 @@ def test_unavailable_provider_warns_by_name_and_runs_on_cpu(smile_model_files, c
 
 def test_cpu_only_backend_says_so_for_a_gpu_device(smile_model_files, caplog):
     with caplog.at_level(logging.WARNING, logger="edgecv.runtime.backends"):
-        open_backend(smile_model_files["tflite"], device="cuda").close()
+        open_model(smile_model_files["tflite"], device="cuda").close()
     assert "runs on the CPU only" in caplog.text
 
 
 def test_wrong_batch_shape_is_a_clear_error(smile_model_files):
-    with open_backend(smile_model_files["onnx"]) as b:
+    with open_model(smile_model_files["onnx"]) as b:
         with pytest.raises(Exception, match=r"Nx28x28x1 float32; got shape \(2, 32, 32, 3\)"):
             b.run(np.zeros((2, 32, 32, 3), np.float32))
 
@@ -135,7 +135,7 @@ def test_wrong_batch_shape_is_a_clear_error(smile_model_files):
 ])
 def test_open_backend_misuse(smile_model_files, kwargs, exc, match):
     with pytest.raises(exc, match=match):
-        open_backend(smile_model_files["tflite"], **kwargs)
+        open_model(smile_model_files["tflite"], **kwargs)
 
 
 @pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
@@ -144,14 +144,16 @@ def test_garbage_model_file_is_a_model_error(tmp_path, suffix):
     path.write_bytes(np.random.default_rng(0).bytes(4096))
     smile_spec().save(str(path) + ".spec.json")
     with pytest.raises(ModelError, match="garbage"):
-        open_backend(path)
+        open_model(path)
 
 
 def test_unknown_suffix_and_missing_file(tmp_path):
+    from edgecv.runtime.backends import open_backend
+
     with pytest.raises(ConfigError, match=r"cannot tell the backend from suffix '\.pb'"):
-        open_backend(tmp_path / "model.pb")
+        open_backend(tmp_path / "model.pb", smile_spec())
     with pytest.raises(ModelError, match="no such model file"):
-        open_backend(tmp_path / "missing.onnx")
+        open_backend(tmp_path / "missing.onnx", smile_spec())
 
 
 def test_spec_that_does_not_fit_the_model_is_refused(smile_model_files, tmp_path):
@@ -169,7 +171,7 @@ def test_real_face_crop_survives_the_whole_chain(smile_model_files, data_dir):
     assert boxes, "Haar found no face in smile.jpg"
     spec = smile_spec()
     x = apply_chain([b.crop(still) for b in boxes], spec.preprocess, spec.input_shape)
-    with open_backend(smile_model_files["tflite"]) as a, open_backend(smile_model_files["onnx"]) as b:
+    with open_model(smile_model_files["tflite"]) as a, open_model(smile_model_files["onnx"]) as b:
         assert (a.run(x).argmax(1) == b.run(x).argmax(1)).all()
 
 
@@ -206,14 +208,14 @@ def test_cuda_graph_request_without_cuda_warns_and_runs(smile_model_files, crops
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA; the warning is for builds without it")
     with caplog.at_level("WARNING"):
-        with open_backend(smile_model_files["onnx"], cuda_graph=True) as b:
+        with open_model(smile_model_files["onnx"], cuda_graph=True) as b:
             assert not b.cuda_graph
             y = b.run(crops)
     assert y.shape == (len(crops), 2)
     assert "CUDA graphs were requested but the session runs on CPUExecutionProvider" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):
-        open_backend(smile_model_files["tflite"], cuda_graph=True).close()
+        open_model(smile_model_files["tflite"], cuda_graph=True).close()
     assert "CUDA graphs were requested but the litert backend has none" in caplog.text
 
 
@@ -235,7 +237,7 @@ def test_backends_are_safe_to_share_between_threads(smile_model_files, crops):
     themselves: four threads hammering one backend each get their own rows back."""
     from concurrent.futures import ThreadPoolExecutor
 
-    for b in (open_backend(smile_model_files["tflite_int8"]),
+    for b in (open_model(smile_model_files["tflite_int8"]),
               OrtBackend(smile_model_files["onnx"], smile_spec(), io_binding=True)):
         with b:
             want = [b.run(crops[i:i + 3]) for i in range(0, 12, 3)]

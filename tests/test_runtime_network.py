@@ -13,7 +13,7 @@ import pytest
 from edgecv.runtime.pipeline import Pipeline, PipelineState
 from edgecv.runtime.sinks import CallbackSink
 from edgecv.runtime.sources import Backoff, SourceState, parse_source
-from models import smile_model_files  # noqa: F401  (fixture)
+from models import open_model, smile_model_files  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.network, pytest.mark.skipif(not shutil.which("ffmpeg"), reason="needs ffmpeg")]
 
@@ -49,7 +49,7 @@ def test_stream_killed_and_restarted_reconnects_and_keeps_going(smile_model_file
     seen: list = []
     src = parse_source(f"http://127.0.0.1:{port}/", "cam", policy="latest", queue_size=2)
     src.backoff = Backoff(initial_s=0.1, max_s=0.5)
-    p = Pipeline(smile_model_files["onnx"], [src], detector="none", sinks=[CallbackSink(seen.append)])
+    p = Pipeline(open_model(smile_model_files["onnx"]), [src], sinks=[CallbackSink(seen.append)], owns_backend=True)
     try:
         p.start()
         wait_for(lambda: len(seen) >= 15, "15 frames before the kill")
@@ -79,7 +79,7 @@ def test_stream_killed_and_restarted_reconnects_and_keeps_going(smile_model_file
 def test_pipeline_with_a_stream_that_never_connects_can_be_stopped(smile_model_files):
     src = parse_source(f"rtsp://127.0.0.1:{free_port()}/nothing", "cam")
     src.backoff = Backoff(initial_s=0.05, max_s=0.2)
-    p = Pipeline(smile_model_files["onnx"], [src], detector="none")
+    p = Pipeline(open_model(smile_model_files["onnx"]), [src], owns_backend=True)
     p.start()
     wait_for(lambda: src.error is not None, "a first failed connection")
     assert src.state in (SourceState.CONNECTING, SourceState.RECONNECTING)

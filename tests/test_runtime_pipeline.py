@@ -14,9 +14,17 @@ import pytest
 from edgecv.errors import ConfigError
 from edgecv.runtime.batcher import Batcher
 from edgecv.runtime.detect import Box, HaarFaceDetector, YuNetFaceDetector, make_detector, register_detector
-from edgecv.runtime.pipeline import Pipeline, PipelineState
+from edgecv.resolve import resolve
+from edgecv.runtime.build import build_sources, open_pipeline
+from edgecv.runtime.pipeline import Pipeline, PipelineOptions, PipelineState
 from edgecv.runtime.sinks import CallbackSink, JsonLinesSink, VideoSink
 from models import smile_model_files  # noqa: F401  (fixture)
+
+
+def pipe(model, sources, detector="none", sinks=(), queue_size=4, **options):
+    """The Python road: a resolved model, source strings, a detector name, PipelineOptions."""
+    return open_pipeline(resolve(model), sources, detector=detector, sinks=sinks, queue_size=queue_size,
+                         options=PipelineOptions(**options))
 
 
 class Collect:
@@ -33,7 +41,7 @@ class Collect:
 def test_smile_video_through_the_pipeline(smile_model_files, data_dir, tmp_path, kind):
     got = Collect()
     events = tmp_path / "e.jsonl"
-    p = Pipeline(smile_model_files[kind], [str(data_dir / "videos" / "smile.mp4")], detector="haar",
+    p = pipe(smile_model_files[kind], [str(data_dir / "videos" / "smile.mp4")], detector="haar",
                  sinks=[CallbackSink(got), JsonLinesSink(events)])
     summary = p.run()
     assert p.state is PipelineState.STOPPED
@@ -55,7 +63,7 @@ def test_smile_video_through_the_pipeline(smile_model_files, data_dir, tmp_path,
 
 def test_every_policy_through_the_pipeline_loses_nothing(smile_model_files, data_dir):
     got = Collect()
-    p = Pipeline(smile_model_files["onnx"], [str(data_dir / "videos" / "vtest_pets2009_480x360_h264.avi")],
+    p = pipe(smile_model_files["onnx"], [str(data_dir / "videos" / "vtest_pets2009_480x360_h264.avi")],
                  detector="none", queue_size=1, max_batch=8, max_delay_ms=20, sinks=[CallbackSink(got)])
     summary = p.run()
     assert [r.frame.index for r in got.results] == list(range(795))
@@ -68,7 +76,7 @@ def test_every_policy_through_the_pipeline_loses_nothing(smile_model_files, data
 def test_two_sources_share_the_batcher_and_keep_their_own_order(smile_model_files, data_dir):
     got = Collect()
     video = str(data_dir / "videos" / "smile.mp4")
-    p = Pipeline(smile_model_files["tflite"], [video, "synthetic://96x64?frames=40"], detector="none",
+    p = pipe(smile_model_files["tflite"], [video, "synthetic://96x64?frames=40"], detector="none",
                  max_batch=16, max_delay_ms=30, sinks=[CallbackSink(got)])
     summary = p.run()
     by_source = {sid: [r.frame.index for r in got.results if r.source_id == sid] for sid in ("s0", "s1")}
@@ -82,7 +90,7 @@ def test_sink_that_raises_is_reported_and_the_others_keep_running(smile_model_fi
         raise OSError("disk on fire")
 
     got = Collect()
-    p = Pipeline(smile_model_files["onnx"], ["synthetic://64x64?frames=12"], detector="none",
+    p = pipe(smile_model_files["onnx"], ["synthetic://64x64?frames=12"], detector="none",
                  sinks=[CallbackSink(broken, name="broken"), CallbackSink(got), VideoSink(tmp_path / "o.avi")])
     summary = p.run()
     assert len(got.results) == 12
@@ -95,7 +103,7 @@ def test_sink_that_raises_is_reported_and_the_others_keep_running(smile_model_fi
 
 def test_max_frames_and_stop_drain(smile_model_files):
     got = Collect()
-    p = Pipeline(smile_model_files["onnx"], ["synthetic://64x64?frames=1000"], detector="none",
+    p = pipe(smile_model_files["onnx"], ["synthetic://64x64?frames=1000"], detector="none",
                  max_frames=25, sinks=[CallbackSink(got)])
     p.run()
     assert [r.frame.index for r in got.results] == list(range(25))
@@ -103,7 +111,7 @@ def test_max_frames_and_stop_drain(smile_model_files):
 
 def test_stop_from_another_thread_drains_and_finishes(smile_model_files):
     got = Collect()
-    p = Pipeline(smile_model_files["onnx"], ["synthetic://64x64?frames=0&fps=200"], detector="none",
+    p = pipe(smile_model_files["onnx"], ["synthetic://64x64?frames=0&fps=200"], detector="none",
                  sinks=[CallbackSink(got)])
     p.start()
     while len(got.results) < 5:
@@ -118,30 +126,34 @@ def test_stop_from_another_thread_drains_and_finishes(smile_model_files):
 
 
 def test_stop_before_start_and_misuse(smile_model_files):
-    p = Pipeline(smile_model_files["onnx"], ["synthetic://32x32"])
+    p = pipe(smile_model_files["onnx"], ["synthetic://32x32"])
     p.stop()
     assert p.state is PipelineState.STOPPED
     with pytest.raises(ConfigError, match="starts once; this one is stopped"):
         p.start()
     with pytest.raises(ConfigError, match="at least one source"):
-        Pipeline(smile_model_files["onnx"], [])
+        pipe(smile_model_files["onnx"], [])
     with pytest.raises(ConfigError, match=r"unknown detector 'haarr'.*Did you mean 'haar'"):
-        Pipeline(smile_model_files["onnx"], ["synthetic://32x32"], detector="haarr").start()
+        pipe(smile_model_files["onnx"], ["synthetic://32x32"], detector="haarr").start()
 
 
-def test_failed_source_at_start_closes_what_was_opened(smile_model_files, tmp_path):
-    p = Pipeline(smile_model_files["onnx"], ["synthetic://32x32", str(tmp_path / "missing.avi")])
-    with pytest.raises(Exception, match="no such file"):
-        p.start()
-    assert p.state is PipelineState.FAILED
-    assert p.sources[0].join(5) and p.sources[0].state.value == "stopped"
+def test_a_missing_source_is_refused_before_the_model_is_opened(smile_model_files, tmp_path, monkeypatch):
+    """Sources are parsed before the backend opens: a missing file costs no model load."""
+    from edgecv.errors import SourceError
+    from edgecv.runtime import build
+
+    opened = []
+    monkeypatch.setattr(build, "open_backend", lambda *a, **k: opened.append(a))
+    with pytest.raises(SourceError, match="no such file: .*missing.avi"):
+        pipe(smile_model_files["onnx"], ["synthetic://32x32", str(tmp_path / "missing.avi")])
+    assert opened == []
 
 
 def test_yunet_finds_all_three_people(smile_model_files, data_dir):
     frame = cv2.VideoCapture(str(data_dir / "videos" / "smile.mp4")).read()[1]
     assert len(YuNetFaceDetector().detect(frame)) == 3
     got = Collect()
-    Pipeline(smile_model_files["onnx"], [str(data_dir / "videos" / "smile.mp4")], detector="yunet",
+    pipe(smile_model_files["onnx"], [str(data_dir / "videos" / "smile.mp4")], detector="yunet",
              max_frames=10, sinks=[CallbackSink(got)]).run()
     assert all(len(r.detections) == 3 for r in got.results)
 
@@ -167,9 +179,11 @@ def test_a_plugged_in_detector(smile_model_files):
     register_detector("centre", Centre)
     assert isinstance(make_detector("centre"), Centre)
     got = Collect()
-    Pipeline(smile_model_files["onnx"], ["synthetic://80x40?frames=3"], detector="centre",
+    pipe(smile_model_files["onnx"], ["synthetic://80x40?frames=3"], detector="centre",
              sinks=[CallbackSink(got)]).run()
-    assert [[d.box.as_list() for d in r.detections] for r in got.results] == [[[20, 10, 40, 20]]] * 3
+    # The test model is a smile model: its spec's crop rule ("square", the Haar-style face crop)
+    # turns the 40x20 box into the 20x20 square at its bottom centre; the clipped-away box is gone.
+    assert [[d.box.as_list() for d in r.detections] for r in got.results] == [[[30, 10, 20, 20]]] * 3
 
 
 def test_batcher_returns_each_request_its_own_rows_in_order():
@@ -215,7 +229,7 @@ def test_detect_every_kth_frame_predicts_boxes_in_between(smile_model_files, dat
     from edgecv.runtime.track import iou
 
     got = Collect()
-    p = Pipeline(smile_model_files["onnx"], [str(data_dir / "videos" / "smile.mp4")], detector="yunet",
+    p = pipe(smile_model_files["onnx"], [str(data_dir / "videos" / "smile.mp4")], detector="yunet",
                  detect_every=3, sinks=[CallbackSink(got)])
     summary = p.run()
     assert summary["stages_ms"]["detect"]["n"] == 19  # frames 0, 3, 6, ..., 54
@@ -226,8 +240,8 @@ def test_detect_every_kth_frame_predicts_boxes_in_between(smile_model_files, dat
         base = got.results[r.frame.index - r.frame.index % 3]
         for d, b in zip(r.detections, base.detections):
             assert iou(d.box, b.box) > 0.5, (r.frame.index, d.box, b.box)
-    with pytest.raises(ConfigError, match="detect_every must be at least 1; got 0"):
-        Pipeline(smile_model_files["onnx"], ["synthetic://8x8"], detect_every=0)
+    with pytest.raises(ConfigError, match="detect_every must be a positive integer; got 0"):
+        pipe(smile_model_files["onnx"], ["synthetic://8x8"], detect_every=0)
 
 
 def test_a_spec_whose_chain_does_not_fit_fails_the_run_cleanly(smile_model_files, tmp_path):
@@ -241,9 +255,9 @@ def test_a_spec_whose_chain_does_not_fit_fails_the_run_cleanly(smile_model_files
     spec = smile_spec().replace(preprocess=tuple(default_chain((32, 32, 1))))
     events = tmp_path / "e.jsonl"
     with OrtBackend(smile_model_files["onnx"], spec) as backend:
-        p = Pipeline(backend, ["synthetic://64x64?frames=500"], detector="none", sinks=[JsonLinesSink(events)])
+        p = Pipeline(backend, build_sources(["synthetic://64x64?frames=500"]), None, [JsonLinesSink(events)])
         with pytest.raises(ModelSpecError, match=r"pipeline failed: preprocess chain yields \(32, 32\), model expects \(28, 28\)"):
             p.run()
     assert p.state is PipelineState.FAILED
     assert all(not t.is_alive() for t in p._threads) and p.sources[0].join(5)
-    assert events.read_text() == ""
+    assert not events.exists()  # a failed run leaves no output behind (runtime.sinks: temp + rename)

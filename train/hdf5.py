@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import h5py
 import numpy as np
@@ -112,47 +112,3 @@ def read_imageset(path: str | os.PathLike) -> ImageSet:
     return ImageSet(path.stem, images, labels.astype(np.int64), names, "classify",
                     {"method": "hash", "val": 0.1, "test": 0.2})
 
-
-def _pydataset_base():
-    import keras
-    return keras.utils.PyDataset
-
-
-class HDF5Generator(_pydataset_base()):
-    """Batches from an HDF5 file: shuffled each epoch, optional augmentation and preprocessors.
-
-    h5py needs increasing indices for fancy indexing, so each batch's indices are sorted.
-    """
-
-    def __init__(self, path: str | os.PathLike, batch_size: int,
-                 preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-                 augment: Callable[[np.ndarray], np.ndarray] | None = None,
-                 shuffle: bool = True, classes: int | None = None, seed: int = 0, data_key: str = "images",
-                 **kw):
-        super().__init__(**kw)
-        self.db = h5py.File(path, "r")
-        self.x, self.y = self.db[data_key], self.db["labels"]
-        self.batch_size, self.preprocess, self.augment = batch_size, preprocess, augment
-        self.shuffle, self.classes = shuffle, classes
-        self.rng = np.random.default_rng(seed)
-        self.order = np.arange(self.x.shape[0])
-        self.on_epoch_end()
-
-    def __len__(self) -> int:
-        return int(np.ceil(self.x.shape[0] / self.batch_size))
-
-    def __getitem__(self, i: int):
-        idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
-        x, y = self.x[idx], self.y[idx]
-        if self.augment is not None:
-            x = self.augment(x)
-        if self.preprocess is not None:
-            x = self.preprocess(x)
-        return x.astype(np.float32), y
-
-    def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self.rng.shuffle(self.order)
-
-    def close(self) -> None:
-        self.db.close()
