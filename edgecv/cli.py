@@ -10,6 +10,7 @@ import sys
 from typing import Callable, Sequence
 
 from .errors import EdgecvError
+from .safeio import oserror_line
 
 # OpenCV reads its decode limit once, when it loads: set it before any command imports cv2, so an
 # image in a format whose header edgecv.images does not parse (any content OpenCV sniffs, whatever
@@ -80,7 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
+        try:
+            sys.stdout.flush()  # a full disk on stdout is reported here, not as a traceback at exit
+        except OSError as e:
+            if isinstance(e, BrokenPipeError):
+                raise
+            _drop_stdout()
+            print(f"edgecv: error: stdout: {oserror_line(e)}", file=sys.stderr)
+            return 1
+        return code
     except EdgecvError as e:
         print(f"edgecv: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -96,5 +106,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `edgecv ... | head` closed our stdout: not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return 0
+    except OSError as e:
+        # The environment, not a bug: no space, no permission, a missing folder, a read-only disk.
+        # One line naming the file and the reason, and a non-zero exit (never a traceback).
+        where = "stdout: " if _drop_stdout_if_broken() and e.filename is None else ""
+        print(f"edgecv: error: {where}{oserror_line(e)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("edgecv: error: out of memory", file=sys.stderr)
+        return 1
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _drop_stdout_if_broken() -> bool:
+    """True (and stdout dropped) when stdout cannot take what is buffered for it."""
+    try:
+        sys.stdout.flush()
+        return False
+    except (OSError, ValueError):
+        _drop_stdout()
+        return True

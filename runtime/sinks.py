@@ -4,6 +4,7 @@ A sink that raises is reported once and switched off; the other sinks keep runni
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -13,7 +14,8 @@ from typing import Callable, Iterable, Protocol, runtime_checkable
 
 import cv2
 
-from edgecv.errors import ConfigError, SourceError
+from edgecv.errors import ConfigError
+from edgecv.safeio import OutputError, check_output, clean_stale_temps, commit, discard, is_special, temp_path, write_all
 
 from .results import FrameResult
 
@@ -70,12 +72,65 @@ class WindowSink:
         self._windows.clear()
 
 
+class _Output:
+    """One output file, written under a hidden temporary name beside it and renamed into place at a
+    successful close: a run that fails, writes nothing, or is killed leaves what was at the path
+    (a FIFO or device is written in place). The temporary of a killed run is removed by the next one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.special = False
+        self.tmp: Path | None = None
+
+    def open(self) -> Path:
+        """The path to write to now (the folder is made here, at the first frame, not before)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from None
+        if is_special(self.path):
+            self.special = True
+            return self.path
+        clean_stale_temps(self.path)
+        self.tmp = temp_path(self.path)
+        return self.tmp
+
+    @property
+    def written(self) -> Path:
+        return self.tmp if self.tmp is not None else self.path
+
+    def finish(self, keep: bool) -> None:
+        tmp, self.tmp = self.tmp, None
+        if tmp is None:
+            return
+        if keep:
+            try:
+                commit(tmp, self.path)
+            except BaseException:
+                discard(tmp)
+                raise
+        else:
+            discard(tmp)
+
+
+def _keep(sink) -> bool:
+    fn = getattr(sink, "commit_if", None)
+    return True if fn is None else bool(fn())
+
+
 class VideoSink:
     """Writes annotated frames to a video file (MJPG .avi or mp4v .mp4), one file per source: with
-    several sources `out.mp4` becomes `out.s0.mp4`, `out.s1.mp4`, .... Frames are written as they
-    come, and close() finalises the container, so a drained Ctrl+C leaves a playable file."""
+    several sources `out.mp4` becomes `out.s0.mp4`, `out.s1.mp4`, .... Frames go to a hidden
+    temporary file beside the output; close() finalises it, reads it back (OpenCV's writer reports
+    no write error, so a full disk shows only there) and renames it into place. A drained Ctrl+C
+    leaves a playable file; a failure or a kill leaves the earlier file (or none).
+
+    commit_if: an optional callable asked at close; False discards the output (a failed run)."""
 
     name = "video"
+    # Every this many frames the output's filesystem is checked for free space (a full disk ends the
+    # sink early instead of at close).
+    SPACE_CHECK_EVERY = 32
 
     def __init__(self, path: str | os.PathLike, per_source: bool = False, fps: float | None = None,
                  annotate: bool = True) -> None:
@@ -84,20 +139,18 @@ class VideoSink:
         if suffix not in VIDEO_CODECS:
             raise ConfigError(f"video output must end in {' or '.join(VIDEO_CODECS)}; got {self.path.name!r}")
         # The writer opens at the first frame (its size is not known before); a folder that cannot
-        # hold the file is a user error now, not a sink that dies mid-run.
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cannot write {self.path}: {e.strerror or e}") from None
-        if not os.access(self.path.parent, os.W_OK):
-            raise ConfigError(f"cannot write {self.path}: {self.path.parent} is not writable")
+        # hold the file is a user error now, not a sink that dies mid-run. Nothing is created yet.
+        check_output(self.path, "--save")
         self.fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[suffix])
         self.per_source = per_source
         self.fps = fps
         self.annotate = annotate
+        self.commit_if: Callable[[], bool] | None = None
         self.writers: dict[str, tuple[cv2.VideoWriter, tuple[int, int]]] = {}
+        self.outputs: dict[str, _Output] = {}
         self.paths: dict[str, Path] = {}
         self.frames: dict[str, int] = {}
+        self.failed = False
 
     def _path_for(self, source_id: str) -> Path:
         if not self.per_source:
@@ -105,17 +158,25 @@ class VideoSink:
         return self.path.with_name(f"{self.path.stem}.{source_id}{self.path.suffix}")
 
     def write(self, result: FrameResult) -> None:
+        try:
+            self._write(result)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def _write(self, result: FrameResult) -> None:
         sid = result.source_id
         image = result.annotated() if self.annotate else result.frame.image
         entry = self.writers.get(sid)
         if entry is None:
             path = self._path_for(sid)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            out = self.outputs[sid] = _Output(path)
+            target = out.open()
             h, w = image.shape[:2]
             fps = self.fps or (result.fps if 0 < result.fps <= 240 else 25.0)
-            writer = cv2.VideoWriter(str(path), self.fourcc, fps, (w, h))
+            writer = cv2.VideoWriter(str(target), self.fourcc, fps, (w, h))
             if not writer.isOpened():
-                raise SourceError(f"cannot open {path} for writing")
+                raise OutputError(f"cannot open {path} for writing")
             entry = self.writers[sid] = (writer, (w, h))
             self.paths[sid] = path
             self.frames[sid] = 0
@@ -124,36 +185,103 @@ class VideoSink:
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         writer.write(image)
         self.frames[sid] += 1
+        if self.frames[sid] % self.SPACE_CHECK_EVERY == 0 and not self.outputs[sid].special:
+            _check_space(self.paths[sid])
 
     def close(self) -> None:
         for writer, _ in self.writers.values():
             writer.release()
         self.writers.clear()
+        keep = not self.failed and _keep(self)
+        problems = []
+        for sid, out in self.outputs.items():
+            ok = keep and self.frames.get(sid, 0) > 0
+            if ok and not out.special:
+                problem = verify_video(out.written, self.frames[sid])
+                if problem:
+                    problems.append(f"{out.path}: {problem}")
+                    ok = False
+            out.finish(ok)
+        self.outputs.clear()
+        if problems:
+            raise OutputError("; ".join(problems) + " (not written; an earlier file there is kept)")
+
+
+def _check_space(path: Path) -> None:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return
+    if st.f_bavail == 0:
+        raise OutputError(f"cannot write {path}: {os.strerror(errno.ENOSPC)}")
+
+
+def verify_video(path: Path, frames: int) -> str | None:
+    """Why the video file just written is not what was written (None when it is): it must open, claim
+    the frames written, and its last frame must decode. OpenCV's writer reports no I/O error, so a
+    full disk shows only here."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"the file written is gone ({e.strerror or e})"
+    if size == 0:
+        return "nothing reached the file (is the disk full?)"
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        if not cap.isOpened():
+            return "the file written does not open as a video (is the disk full?)"
+        claimed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if claimed < frames:
+            return f"only {claimed} of {frames} frames written can be read back (is the disk full?)"
+        if frames > 1:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
+        ok, image = cap.read()
+        if not ok or image is None:
+            return f"its last frame ({frames}) cannot be read back (is the disk full?)"
+    finally:
+        cap.release()
+    return None
 
 
 class JsonLinesSink:
-    """One JSON object per frame (FrameResult.to_event), each line written whole and flushed, so an
-    interrupted run leaves only complete lines."""
+    """One JSON object per frame (FrameResult.to_event). Each line goes to the file in one write of
+    its whole bytes; a short write (a full disk) is cut back and fails the sink, so the file never
+    holds half a line. The lines go to a hidden temporary file beside the output, renamed into place
+    at a successful close: a failed or killed run leaves the earlier file (or none). A FIFO or a
+    device (/dev/stdout) is written in place, line by line.
+
+    commit_if: an optional callable asked at close; False discards the output (a failed run)."""
 
     name = "json"
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "w", encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot write {self.path}: {e.strerror or e}") from None
+        self.path = check_output(path, "--json-out")
+        self._out = _Output(self.path)
+        self._fd: int | None = None
+        self.commit_if: Callable[[], bool] | None = None
+        self.failed = False
         self.lines = 0
 
     def write(self, result: FrameResult) -> None:
-        self._f.write(json.dumps(result.to_event(), separators=(",", ":")) + "\n")
-        self._f.flush()
+        data = (json.dumps(result.to_event(), separators=(",", ":")) + "\n").encode("utf-8")
+        try:
+            if self._fd is None:
+                target = self._out.open()
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+                if self._out.special:
+                    flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+                self._fd = os.open(target, flags, 0o644)
+            write_all(self._fd, data)
+        except OSError as e:
+            self.failed = True
+            raise OutputError(f"cannot write {self.path}: {e.strerror or e} (after {self.lines} complete lines)") from None
         self.lines += 1
 
     def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        self._out.finish(not self.failed and self.lines > 0 and _keep(self))
 
 
 class CallbackSink:

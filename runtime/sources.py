@@ -10,16 +10,19 @@ Source strings (`parse_source`):
   path/to/video.mp4         video file (anything OpenCV's FFmpeg backend decodes)
   video:smile.mp4           a video of the `videos` data set (EDGECV_DATA mirror or cache)
   rtsp://.. http://.. ...   network stream
-  image.jpg | folder/ | 'frames/*.png'   still images, in sorted order
+  image.jpg | folder/ | 'frames/*.png'   still images, in sorted order (a pattern only when no
+                            file has that name: an existing 'img[1].jpg' is that file)
   synthetic://640x480?frames=100&fps=30  a generated test pattern
 """
 from __future__ import annotations
 
+import errno
 import glob as globmod
 import logging
 import math
 import os
 import queue
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ import numpy as np
 
 from edgecv.errors import ConfigError, DataError, EdgecvError, SourceError, unknown
 from edgecv.images import is_image_path, list_images, read_image
+from edgecv.safeio import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,27 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"
 POLICIES = ("latest", "every")
 # How long a network open or read may block: bounds how long stop() can wait on a dead stream.
 NETWORK_TIMEOUT_MS = 5000
+# Decoded frames larger than this are refused (a small file can hold 16000x16000 frames: 768 MB each).
+DEFAULT_MAX_FRAME_PIXELS = 40_000_000
+_max_frame_pixels: int | None = None
+
+
+def max_frame_pixels() -> int:
+    """The frame pixel limit: set_max_frame_pixels(), else EDGECV_MAX_FRAME_PIXELS, else 40 M."""
+    if _max_frame_pixels is not None:
+        return _max_frame_pixels
+    try:
+        return int(os.environ.get("EDGECV_MAX_FRAME_PIXELS", DEFAULT_MAX_FRAME_PIXELS))
+    except ValueError:
+        return DEFAULT_MAX_FRAME_PIXELS
+
+
+def set_max_frame_pixels(n: int | None) -> None:
+    """Raise (or lower) the frame pixel limit for this process (`--max-frame-pixels`)."""
+    global _max_frame_pixels
+    if n is not None and n < 1:
+        raise ConfigError(f"--max-frame-pixels must be a positive integer; got {n}")
+    _max_frame_pixels = n
 
 
 class SourceState(str, Enum):
@@ -93,6 +118,7 @@ class Reader:
 
     live = False        # a live stream reconnects when it breaks; a file ends
     retry_first_open = False
+    last_error: str | None = None  # the last thing skipped, shown when nothing at all was read
     fps: float = 0.0
     expected_frames: int | None = None
 
@@ -101,6 +127,10 @@ class Reader:
     def read(self) -> np.ndarray | None: ...
 
     def close(self) -> None: ...
+
+    def interrupt(self) -> None:
+        """Called by stop() from another thread (or a signal handler) while open() may block: make it
+        return soon where the reader can. Must not block."""
 
 
 class CaptureReader(Reader):
@@ -131,6 +161,7 @@ class CaptureReader(Reader):
         if not ok or image is None:
             cap.release()
             raise SourceError(self._why_not(opened=True))
+        self._check_size(image)
         self._first = image
         self.cap = cap
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -138,11 +169,30 @@ class CaptureReader(Reader):
             n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             self.expected_frames = n if n > 0 else None
 
+    def _check_size(self, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        if h * w > max_frame_pixels():
+            raise SourceError(f"{redact_url(self.target)}: {w}x{h} frames exceed the {max_frame_pixels():,}-pixel "
+                              "limit (--max-frame-pixels or EDGECV_MAX_FRAME_PIXELS raises it)")
+
+    def interrupt(self) -> None:
+        # FFmpeg blocks in open(2) on a FIFO until a writer appears; opening the write end ourselves
+        # (non-blocking, so never waiting) and closing it at once gives the reader an EOF instead.
+        if self.kind != "file":
+            return
+        try:
+            if not stat.S_ISFIFO(os.stat(self.target).st_mode):
+                return
+            fd = os.open(self.target, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no reader waiting (ENXIO), or gone
+            return
+        os.close(fd)
+
     def _why_not(self, opened: bool = False) -> str:
         if self.kind == "camera":
             return f"camera {self.target} could not be opened (no such device, or it is busy)"
         if self.kind == "network":
-            return f"stream {self.target} could not be opened (not reachable or not a video stream)"
+            return f"stream {redact_url(self.target)} could not be opened (not reachable or not a video stream)"
         what = "opens but no frame decodes" if opened else "cannot be opened as a video"
         return f"{self.target}: {what} (corrupt, or a codec this OpenCV build lacks)"
 
@@ -153,7 +203,10 @@ class CaptureReader(Reader):
         if self.cap is None:
             return None
         ok, image = self.cap.read()
-        return image if ok and image is not None else None
+        if not ok or image is None:
+            return None
+        self._check_size(image)  # a stream may change size mid-way
+        return image
 
     def close(self) -> None:
         if self.cap is not None:
@@ -191,6 +244,7 @@ class ImageReader(Reader):
                 return read_image(path)
             except DataError as e:
                 # One bad file in a folder must not end the run: say which and go on.
+                self.last_error = f"skipped {e}"
                 log.warning("skipping %s", e)
         return None
 
@@ -241,7 +295,7 @@ class Source:
         self._last_emit = -1e9
         self.skipped = 0
         self.id = source_id
-        self.uri = uri or source_id
+        self.uri = redact_url(uri or source_id)  # what is shown and stored: never a password
         if policy is None:
             policy = Policy.LATEST if reader.live else Policy.EVERY
         if isinstance(policy, str) and policy not in POLICIES:
@@ -258,34 +312,53 @@ class Source:
         self.reconnects = 0
         self.gaps_s: list[float] = []
         self._stop = threading.Event()
+        self._opened = threading.Event()
+        self._open_error: str | None = None
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     # lifecycle
     def start(self) -> "Source":
-        """Open (files, cameras, images: here, raising SourceError) and start the reading thread.
-        Network sources connect in their thread, so a stream that is down does not block start."""
+        """Open (files, cameras, images: raising SourceError here) and start the reading thread.
+        Network sources connect in their thread, so a stream that is down does not block start.
+
+        The open itself always runs in the source's thread: the caller waits for it in short steps
+        holding no lock, so stop() from a signal handler in the calling thread ends the wait even
+        while open() blocks (a FIFO with no writer yet)."""
         with self._lock:
+            if self.state is SourceState.STOPPED and self._thread is None:
+                return self  # stopped before it started: nothing to open
             if self.state is not SourceState.CREATED:
                 raise SourceError(f"source {self.id} starts once, from state created; it is {self.state.value}")
-            if not self.reader.retry_first_open:
+            sync = not self.reader.retry_first_open
+            if sync:
                 self.state = SourceState.CONNECTING
-                try:
-                    self.reader.open()
-                except SourceError:
-                    self.state = SourceState.FAILED
-                    raise
-                self.state = SourceState.RUNNING
-            self._thread = threading.Thread(target=self._run, name=f"source-{self.id}", daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(sync,), name=f"source-{self.id}", daemon=True)
             self._thread.start()
+        if sync:
+            while not self._opened.wait(0.1):
+                if self._stop.is_set():
+                    return self
+            if self._open_error is not None and not self._stop.is_set():  # a stop wins over its effects
+                raise SourceError(self._open_error)
         return self
 
     def stop(self) -> None:
-        """Ask the thread to finish; safe from any state and any thread, also before start()."""
+        """Ask the thread to finish; safe from any state and any thread (a signal handler in the thread
+        that is inside start() too), also before start(). A source still opening is stopped at once;
+        a reader blocked in open() is interrupted where that is possible (a FIFO)."""
         self._stop.set()
-        with self._lock:
-            if self._thread is None and self.state not in TERMINAL:
+        with self._lock:  # re-entrant: a handler that interrupts start() in the same thread gets it
+            if self.state in (SourceState.CREATED, SourceState.CONNECTING, SourceState.RECONNECTING):
                 self.state = SourceState.STOPPED
+                interrupt = self._thread is not None
+            else:
+                interrupt = False
+        if interrupt:
+            try:
+                self.reader.interrupt()
+            except Exception:  # best effort: the thread is a daemon and is joined with a timeout
+                pass
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread; True when it has finished."""
@@ -307,27 +380,56 @@ class Source:
             return None
 
     # the thread
-    def _run(self) -> None:
+    def _set_running(self) -> bool:
+        """RUNNING unless stop() came first (then False: the thread ends)."""
+        with self._lock:
+            if self._stop.is_set():
+                return False
+            self.state = SourceState.RUNNING
+            return True
+
+    def _run(self, sync: bool = False) -> None:
         delays = self.backoff.delays()
-        opened = self.state is SourceState.RUNNING
+        opened = False
         last_frame_t: float | None = None
         broke = False
         try:
+            if sync:
+                try:
+                    self.reader.open()
+                except Exception as e:
+                    if self._stop.is_set():  # stopped while opening (maybe interrupted): not a failure
+                        return
+                    msg = str(e) if isinstance(e, SourceError) else f"{self.uri}: {type(e).__name__}: {e}"
+                    self._open_error = self.error = redact_url(msg)
+                    with self._lock:
+                        if self.state is not SourceState.STOPPED:
+                            self.state = SourceState.FAILED
+                    return
+                finally:
+                    self._opened.set()
+                if not self._set_running():
+                    return
+                opened = True
             while not self._stop.is_set():
                 if not opened:
-                    self.state = SourceState.RECONNECTING if broke else SourceState.CONNECTING
+                    with self._lock:
+                        if self._stop.is_set():
+                            break
+                        self.state = SourceState.RECONNECTING if broke else SourceState.CONNECTING
                     try:
                         self.reader.open()
-                        opened = True
-                        self.error = None
-                        self.state = SourceState.RUNNING
-                        continue
                     except SourceError as e:
-                        self.error = str(e)
+                        self.error = redact_url(e)
                         delay = next(delays)
-                        log.warning("source %s: %s; retrying in %.1f s", self.id, e, delay)
+                        log.warning("source %s: %s; retrying in %.1f s", self.id, self.error, delay)
                         self._stop.wait(delay)
                         continue
+                    opened = True
+                    self.error = None
+                    if not self._set_running():
+                        break
+                    continue
                 t0 = time.monotonic()
                 image = self.reader.read()
                 t1 = time.monotonic()
@@ -360,17 +462,20 @@ class Source:
                 self.decoded += 1
                 self._put(frame)
         except Exception as e:  # a reader bug must end this source visibly, not kill the thread silently
-            self.error = f"{type(e).__name__}: {e}"
+            self.error = redact_url(f"{type(e).__name__}: {e}")
             log.error("source %s failed: %s", self.id, self.error)
             self.state = SourceState.FAILED
             return
         finally:
             self.reader.close()
-            if self.state not in TERMINAL:
-                self.state = SourceState.STOPPED
+            with self._lock:
+                if self.state not in TERMINAL:
+                    self.state = SourceState.STOPPED
 
     def _finish_file(self) -> None:
         expected = self.reader.expected_frames
+        if self.decoded == 0 and self.reader.last_error and self.error is None:
+            self.error = redact_url(self.reader.last_error)
         if expected and self.decoded < expected and not self._stop.is_set():
             log.warning("source %s: %s claims %d frames but only %d decoded; processed what decoded",
                         self.id, self.uri, expected, self.decoded)
@@ -430,7 +535,8 @@ def make_reader(text: str) -> Reader:
         except EdgecvError as e:
             raise SourceError(f"source {text!r}: {e}") from None
         return CaptureReader(str(path), "file")
-    if any(c in text for c in "*?["):
+    if any(c in text for c in "*?[") and not os.path.lexists(text):
+        # A pattern only when no file has that name: "img[1].jpg" that exists is that file.
         paths = sorted(Path(p) for p in globmod.glob(text, recursive=True) if is_image_path(p))
         if not paths:
             raise SourceError(f"no images match {text!r}")
@@ -441,8 +547,17 @@ def make_reader(text: str) -> Reader:
         if not paths:
             raise SourceError(f"{path}: folder holds no images")
         return ImageReader(paths)
+    if not path.exists() and os.path.lexists(text):
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            raise SourceError(f"{text}: a symbolic link loop") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise SourceError(f"{text}: a symbolic link loop") from None
+            raise SourceError(f"{text}: a broken symbolic link (to {os.readlink(text)})") from None
     if not path.exists():
-        raise SourceError(f"no such file: {text} (a source is a camera index, video file, image file/folder/glob, "
+        raise SourceError(f"no such file: {redact_url(text)} (a source is a camera index, video file, image file/folder/glob, "
                           f"{'/'.join(NETWORK_SCHEMES[:5])} URL, video:NAME or synthetic://WxH)")
     if not os.access(path, os.R_OK):
         raise SourceError(f"{path}: permission denied")
@@ -463,4 +578,7 @@ def _synthetic(text: str) -> SyntheticReader:
             raise ValueError
     except ValueError:
         raise SourceError(f"bad synthetic source {text!r}; expected synthetic://WxH?frames=N&fps=F") from None
+    if w * h > max_frame_pixels():
+        raise SourceError(f"synthetic source {text!r}: {w}x{h} frames exceed the {max_frame_pixels():,}-pixel limit "
+                          "(--max-frame-pixels or EDGECV_MAX_FRAME_PIXELS raises it)")
     return SyntheticReader(w, h, frames if frames > 0 else None, fps)
