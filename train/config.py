@@ -3,15 +3,18 @@ The run directory records the resolved config as config.yaml."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from edgecv.errors import ConfigError
+from edgecv.errors import ConfigError, unknown
+from edgecv.safeio import read_text_limited
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "nadam")
+CONFIG_LIMIT = 1024 * 1024  # a training config is a few hundred bytes
 
 
 @dataclass
@@ -49,39 +52,36 @@ class TrainConfig:
     max_train: int | None = None              # cap on training images (quick runs and tests)
     workers: int = 1                          # threads building batches (>1 overlaps augmentation with a GPU step)
 
+    def __post_init__(self) -> None:
+        check_types(self)
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> dict[str, Any]:
+        if not Path(path).exists():
+            raise ConfigError(f"config file {path} does not exist")
+        text = read_text_limited(path, "config file", CONFIG_LIMIT)
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of option: value")
         known = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(data) - known)
+        bad = sorted(str(k) for k in set(data) - known)
         if bad:
             raise ConfigError(f"config file {path}: unknown option(s) {', '.join(bad)}")
         return data
 
     def validate(self) -> "TrainConfig":
-        if self.optimizer not in OPTIMIZERS:
-            from edgecv.errors import unknown
-            raise ConfigError(unknown("optimizer", self.optimizer, OPTIMIZERS))
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("epochs and batch size must be >= 1 and lr > 0")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1; got {self.workers}")
-        if self.keep not in ("best", "last"):
-            raise ConfigError(f"keep must be 'best' or 'last'; got {self.keep!r}")
-        if self.input_size is not None and (len(self.input_size) != 2 or min(self.input_size) < 8):
-            raise ConfigError(f"input size must be H W >= 8; got {self.input_size}")
-        if self.patch_from is not None:
-            if len(self.patch_from) != 2 or (self.input_size is not None and
-                                             any(p < i for p, i in zip(self.patch_from, self.input_size))):
-                raise ConfigError(f"--patch-from H W must be at least the input size {self.input_size}; "
-                                  f"got {self.patch_from}")
+        """Types (check_types) and the values that only make sense together; the architecture's name
+        too, so a typo fails before the run directory is made."""
+        check_types(self)
+        if self.patch_from is not None and self.input_size is not None and \
+                any(p < i for p, i in zip(self.patch_from, self.input_size)):
+            raise ConfigError(f"--patch-from H W must be at least the input size {self.input_size}; "
+                              f"got {self.patch_from}")
+        from .nets import get_builder
+        get_builder(self.arch)
         return self
 
     def to_yaml(self) -> str:
@@ -96,3 +96,90 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10": {"input_size": [32, 32], "colour": "bgr"},
     "animals": {"input_size": [32, 32], "colour": "bgr", "resize": "aspect"},
 }
+
+
+# --- typed checks: one line per bad field, before anything is written ------------------------------
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _size(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_int(x) and x >= 8 for x in v)
+
+
+# field -> (test, what a good value is). Enumerations name their allowed set.
+def _choice(*allowed: str | None):
+    return (lambda v: v in allowed, "one of " + ", ".join("null" if a is None else a for a in allowed))
+
+
+def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
+    from .augment import PRESETS
+    from .schedules import SCHEDULES
+
+    return {
+        "arch": (lambda v: isinstance(v, str) and v != "", "a model name (see `edgecv train list`)"),
+        "data": (lambda v: isinstance(v, str) and v != "", "a data set name or path"),
+        "out": (lambda v: isinstance(v, str) and v != "", "a folder path"),
+        "task": (lambda v: isinstance(v, str), "a string"),
+        "name": (lambda v: v is None or isinstance(v, str), "a string"),
+        "epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+        "batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+        "lr": (lambda v: _num(v) and v > 0, "a number > 0"),
+        "optimizer": _choice(*OPTIMIZERS),
+        "momentum": (lambda v: _num(v) and 0 <= v < 1, "a number from 0 to below 1"),
+        "nesterov": (lambda v: isinstance(v, bool), "true or false"),
+        "weight_decay": (lambda v: _num(v) and v >= 0, "a number >= 0"),
+        "schedule": _choice(*SCHEDULES),
+        "schedule_kw": (lambda v: isinstance(v, dict), "a mapping of option: value"),
+        "aug": _choice(*PRESETS),
+        "input_size": (lambda v: v is None or _size(v), "[H, W], each an integer >= 8"),
+        "colour": _choice(None, "gray", "bgr", "rgb"),
+        "resize": _choice("stretch", "aspect", "pad"),
+        "patch_from": (lambda v: v is None or _size(v), "[H, W], each an integer >= 8"),
+        "mean": (lambda v: isinstance(v, bool), "true or false"),
+        "class_weight": (lambda v: isinstance(v, bool), "true or false"),
+        "split": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
+        "model_kw": (lambda v: isinstance(v, dict), "a mapping of option: value"),
+        "seed": (lambda v: _int(v), "an integer"),
+        "monitor": (lambda v: isinstance(v, str) and v != "", "a metric name"),
+        "keep": _choice("best", "last"),
+        "resume": (lambda v: isinstance(v, bool), "true or false"),
+        "max_train": (lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1 or null"),
+        "workers": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    }
+
+
+def check_types(cfg: TrainConfig) -> None:
+    """Every field against its rule; ConfigError listing each bad field on its own line. A tuple of
+    two integers is taken as the list it stands for, and a number written as a string (YAML reads
+    `lr: 1e-3` as one) as that number; nothing else is converted."""
+    bad = []
+    rules = _rules()
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, tuple):
+            v = list(v)
+            setattr(cfg, f.name, v)
+        if f.name in ("lr", "momentum", "weight_decay") and isinstance(v, str):
+            try:
+                setattr(cfg, f.name, float(v))
+                v = getattr(cfg, f.name)
+            except ValueError:
+                pass
+        test, what = rules[f.name]
+        try:
+            ok = bool(test(v))
+        except TypeError:
+            ok = False
+        if not ok:
+            if f.name == "optimizer" and isinstance(v, str):
+                bad.append(f"optimizer: {unknown('optimizer', v, OPTIMIZERS)}")
+            else:
+                bad.append(f"{f.name}: expected {what}; got {v!r}")
+    if bad:
+        many = f"{len(bad)} bad options:\n  " if len(bad) > 1 else ""
+        raise ConfigError(many + "\n  ".join(bad))
