@@ -21,7 +21,8 @@ import numpy as np
 
 from edgecv import decode
 from edgecv.errors import ConfigError, DataError, ModelError
-from edgecv.images import decode_image, is_image_path, list_images, read_image
+from edgecv.images import MAX_BYTES, decode_image, is_image_path, list_images, read_image
+from edgecv.safeio import read_stream_limited
 
 from .captcha_segment import segment
 
@@ -211,7 +212,12 @@ def cmd_solve(args: argparse.Namespace) -> int:
             if error is not None:
                 r = Result(name, None, None, error)
             elif path is None:
-                r = solver.solve_bytes(sys.stdin.buffer.read(), "-")
+                try:  # bounded like an image file: `solve - < /dev/zero` is refused, not read whole
+                    data = read_stream_limited(sys.stdin.buffer, MAX_BYTES, "stdin")
+                except ConfigError as e:
+                    r = Result(name, None, None, str(e))
+                else:
+                    r = solver.solve_bytes(data, "-")
             else:
                 r = solver.solve_file(path)
             total += 1
