@@ -41,14 +41,14 @@ def probabilities(spec: ModelSpec, outputs: np.ndarray, n: int | None = None) ->
     if n is not None and rows != n:
         raise ModelError(f"{spec.name}: the model returned {rows} output row(s) for {n} input(s); "
                          "a graph whose batch dimension does not follow its input cannot be batched")
+    want = expected_columns(spec)
+    if rows == 0:
+        return np.zeros((0, len(spec.labels) or (want or 1)), np.float32)
     y = y.reshape(rows, -1).astype(np.float32, copy=False)
-    cols = y.shape[1] if rows else _expected_columns(spec)
-    want = _expected_columns(spec)
+    cols = y.shape[1]
     if want is not None and cols != want:
         raise ModelError(f"{spec.name}: the model returns {cols} value(s) per input; its ModelSpec "
                          f"({spec.output}, labels {list(spec.labels)}) expects {want}")
-    if rows == 0:
-        return np.zeros((0, len(spec.labels) or (cols or 1)), np.float32)
     if not np.isfinite(y).all():
         bad = int(np.flatnonzero(~np.isfinite(y).all(axis=1))[0])
         raise ModelError(f"{spec.name}: the model returned non-finite values (NaN or inf) for input {bad}")
@@ -71,7 +71,11 @@ def probabilities(spec: ModelSpec, outputs: np.ndarray, n: int | None = None) ->
     return y
 
 
-def _expected_columns(spec: ModelSpec) -> int | None:
+def expected_columns(spec: ModelSpec) -> int | None:
+    """Values per input the spec expects of a classifier's output (None: any; a CTC model's
+    per-step classes are checked by edgecv.ctc)."""
+    if spec.output == "ctc":
+        return None
     if spec.output == "sigmoid":
         return 1
     return len(spec.labels) or None  # a spec without labels names classes by index

@@ -17,7 +17,7 @@ from edgecv.errors import ConfigError, ModelError, unknown
 from edgecv.modelfile import first_line
 from edgecv.spec import ModelSpec
 
-from .backend_base import DEFAULT_BUCKETS, BackendBase, InputSpec, dequantize, quantize  # noqa: F401
+from .backend_base import DEFAULT_BUCKETS, BackendBase, InputSpec, check_rows, dequantize, quantize  # noqa: F401
 from .litert import LiteRTBackend, _litert_factory  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,11 @@ class OrtBackend(BackendBase):
         i = self.session.get_inputs()[0]
         shape = tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape)
         self._check_model_shape(shape, self.path)
+        o = self.session.get_outputs()[0]
+        self._check_output_shape(tuple(d if isinstance(d, int) and d > 0 else None for d in (o.shape or ())),
+                                 self.path)
         self.input_spec = InputSpec(i.name, (None,) + shape[1:], _ort_dtype(i.type))
-        self._output = self.session.get_outputs()[0].name
+        self._output = o.name
         self._fixed_batch = shape[0]
         self.cuda_graph = use_graph and self.device == "cuda"
         self._bound = None
@@ -136,6 +139,7 @@ class OrtBackend(BackendBase):
             # A model exported with a fixed batch: run it image group by image group.
             return np.concatenate([self.run(batch[i:i + self._fixed_batch]) for i in range(0, n, self._fixed_batch)])
         y = self.session.run([self._output], {self.input_spec.name: batch})[0]
+        check_rows(len(y), n, self.path)
         return np.asarray(y, np.float32)
 
     @property
@@ -167,6 +171,8 @@ class KerasBackend(BackendBase):
         self.model = load_keras_model(self.path)
         shape = tuple(self.model.inputs[0].shape)
         self._check_model_shape(shape, self.path)
+        out = self.model.outputs[0].shape
+        self._check_output_shape(tuple(out), self.path)
         self.input_spec = InputSpec(self.model.inputs[0].name, (None,) + shape[1:], "float32")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -177,6 +183,7 @@ class KerasBackend(BackendBase):
         y = self.model(batch, training=False)
         if isinstance(y, (list, tuple)):
             y = y[0]
+        check_rows(len(y), len(batch), self.path)
         return np.asarray(y, np.float32)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from edgecv.errors import BackendError, ConfigError, ModelError
 from edgecv.modelfile import first_line
 from edgecv.spec import ModelSpec
 
-from .backend_base import DEFAULT_BUCKETS, BackendBase, InputSpec
+from .backend_base import DEFAULT_BUCKETS, BackendBase, InputSpec, check_rows
 
 
 class _Bucket:
@@ -81,6 +81,8 @@ class _Bucket:
             src = chunk.reshape(dst.shape)
             cv2.addWeighted(src, alpha, src, 0.0, gamma, dst=dst, dtype=depth)
         self._invoke()
+        if self.out_buf.shape[0] != self.size:
+            check_rows(self.out_buf.shape[0], self.size, "the TFLite model")
         y = self.out_buf if n == self.size else self.out_buf[:n]
         if self.out_lut is None:
             return y.astype(np.float32)  # a copy: the buffer is reused by the next invoke
@@ -98,6 +100,7 @@ class _Bucket:
         del view
         self.it.invoke()
         y = self.it.get_tensor(self.out_index)
+        check_rows(len(y), self.size, "the TFLite model")
         if n < self.size:
             y = y[:n]
         if self.out_lut is None:
@@ -141,6 +144,8 @@ class LiteRTBackend(BackendBase):
         sig = tuple(int(d) for d in inp.get("shape_signature", inp["shape"]))
         shape = tuple(None if d < 0 else d for d in sig)
         self._check_model_shape(shape, self.path)
+        out = base.get_output_details()[0]
+        self._check_output_shape(tuple(int(d) for d in out.get("shape_signature", out["shape"])), self.path)
         q = inp.get("quantization") or (0.0, 0)
         self.input_spec = InputSpec(inp["name"], (None,) + shape[1:], np.dtype(inp["dtype"]).name,
                                     (float(q[0]), int(q[1])) if q[0] else None)

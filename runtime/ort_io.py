@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .backend_base import check_rows
+
 log = logging.getLogger(__name__)
 
 
@@ -129,6 +131,7 @@ class BoundRunner:
             x_dev.update_inplace(staging.array)
             self.session.run_with_iobinding(binding, opts)
             y = binding.copy_outputs_to_cpu()[0]
+        check_rows(len(y), self.bucket_for(n), "the ONNX model")
         return np.asarray(y[:n], np.float32)
 
     def warmup(self) -> None:
