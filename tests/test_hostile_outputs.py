@@ -1,0 +1,206 @@
+"""Hostile inputs, data loss: an output is never an input, is never opened before the run is known to
+start, and is replaced only by a run that finished (temporary file + rename), so a failing, killed
+or disk-full run leaves what was there. A real full filesystem: a small tmpfs mounted by the test
+(root only). docs/reliability.md lists what each test holds."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, assert_clean_error, count_frames, run_cli
+
+MODEL = REPO / "edgecv" / "zoo" / "smile.onnx"
+FAST = ["--detector", "none", "--no-display", "--metrics-interval", "0"]
+
+
+def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return run_cli("run", "--model", str(MODEL), *args, *FAST, timeout=kw.pop("timeout", 120), **kw)
+
+
+def temps(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*.edgecv-*.part*"))
+
+
+@pytest.fixture()
+def video(tmp_path) -> Path:
+    """A small real MJPG video, 24 frames of 64x48."""
+    path = tmp_path / "in.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(24):
+        w.write(np.full((48, 64, 3), i * 10, np.uint8))
+    w.release()
+    return path
+
+
+@pytest.mark.parametrize("flag", ["--json-out", "--save", "--summary-out"])
+@pytest.mark.parametrize("how", ["same", "symlink", "dotted"])
+def test_an_output_that_is_the_input_is_refused_and_the_input_untouched(tmp_path, video, flag, how):
+    before = video.read_bytes()
+    target = {"same": str(video), "dotted": f"{tmp_path}/./sub/../{video.name}"}.get(how)
+    if how == "symlink":
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "link.avi").symlink_to(video)
+        target = str(tmp_path / "link.avi")
+    if how == "dotted":
+        (tmp_path / "sub").mkdir()
+    proc = run("--source", str(video), flag, target)
+    assert_clean_error(proc, rf"{flag} is the same file as the input")
+    assert video.read_bytes() == before
+    assert not temps(tmp_path)
+
+
+def test_an_output_that_is_the_model_or_another_output_is_refused(tmp_path, video):
+    model = tmp_path / "m.onnx"
+    shutil.copy(MODEL, model)
+    before = model.read_bytes()
+    proc = run_cli("run", "--model", str(model), "--source", str(video), "--json-out", str(model), *FAST, timeout=120)
+    assert_clean_error(proc, r"same file as the input")
+    assert model.read_bytes() == before
+    proc = run("--source", str(video), "--json-out", str(tmp_path / "o.avi"), "--save", str(tmp_path / "o.avi"))
+    assert_clean_error(proc, r"name the same file")
+
+
+def test_a_failing_run_leaves_every_earlier_output_untouched(tmp_path, video):
+    outs = {"--json-out": tmp_path / "e.jsonl", "--save": tmp_path / "o.mp4", "--summary-out": tmp_path / "s.json"}
+    for p in outs.values():
+        p.write_bytes(b"earlier results\n")
+    args = [x for flag, p in outs.items() for x in (flag, str(p))]
+    # The second source is missing: the run fails at start, after the first one opened.
+    proc = run("--source", str(video), "--source", str(tmp_path / "missing.avi"), *args)
+    assert_clean_error(proc, r"no such file")
+    for p in outs.values():
+        assert p.read_bytes() == b"earlier results\n"
+    assert not temps(tmp_path)
+
+
+def test_a_finished_run_replaces_the_outputs_whole(tmp_path, video):
+    events, out, summary = tmp_path / "e.jsonl", tmp_path / "o.avi", tmp_path / "deeper" / "s.json"
+    events.write_text("earlier\n")
+    proc = run("--source", str(video), "--json-out", str(events), "--save", str(out), "--summary-out", str(summary))
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [e["frame"] for e in lines] == list(range(24))
+    assert count_frames(out) == 24
+    assert json.loads(summary.read_text())["frames"] == 24
+    assert not temps(tmp_path) and not temps(summary.parent)
+
+
+def test_summary_out_that_cannot_be_written_is_refused_before_the_run(tmp_path, video):
+    (tmp_path / "afile").write_text("x")
+    events = tmp_path / "e.jsonl"
+    events.write_text("earlier\n")
+    proc = run("--source", str(video), "--json-out", str(events), "--summary-out", str(tmp_path / "afile" / "s.json"))
+    assert_clean_error(proc, r"cannot write .*afile/s\.json: .*afile is not a folder")
+    assert proc.stdout == b""  # refused before the run: no summary printed
+    assert events.read_text() == "earlier\n"
+
+
+def test_sigkill_leaves_the_earlier_files_and_the_next_run_removes_the_leftovers(tmp_path):
+    events, out = tmp_path / "e.jsonl", tmp_path / "o.mp4"
+    events.write_text("earlier\n")
+    out.write_bytes(b"earlier video")
+    proc = subprocess.Popen([sys.executable, "-m", "edgecv", "run", "--model", str(MODEL), "--source",
+                             "synthetic://96x64?frames=100000&fps=40", "--json-out", str(events), "--save", str(out),
+                             *FAST], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120  # bounds a broken run; not a speed check
+        while True:
+            part = [p for p in temps(tmp_path) if p.suffix == ".jsonl"]
+            if part and len(part[0].read_bytes().splitlines()) >= 5:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no frames written"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert events.read_text() == "earlier\n" and out.read_bytes() == b"earlier video"
+    left = temps(tmp_path)
+    assert len(left) == 2  # the killed run's temporaries, hidden; the JSON one holds whole lines only
+    text = next(p for p in left if p.suffix == ".jsonl").read_text()
+    assert text.endswith("\n") and all(json.loads(x) for x in text.splitlines())
+    proc2 = run("--source", "synthetic://96x64?frames=3", "--json-out", str(events), "--save", str(out))
+    assert proc2.returncode == 0, proc2.stderr.decode()
+    assert not temps(tmp_path)  # the dead process's temporaries were removed
+    assert len(events.read_text().splitlines()) == 3 and count_frames(out) == 3
+
+
+# --- a real full filesystem ---------------------------------------------------------------------
+@pytest.fixture()
+def full_disk(tmp_path):
+    """A 1 MB tmpfs (unmounted at teardown). Needs root and mount(2) (CAP_SYS_ADMIN)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_fails_the_run_and_keeps_the_earlier_outputs(full_disk, data_dir):
+    events, out, summary = full_disk / "e.jsonl", full_disk / "x.mp4", full_disk / "s.json"
+    for p in (events, out):
+        p.write_bytes(b"earlier\n")
+    proc = run("--source", str(data_dir / "videos" / "crowd_topdown_1280x720_h264.avi"), "--max-frames", "80",
+               "--save", str(out), "--json-out", str(events))
+    err = assert_clean_error(proc, r"output failed during the run")
+    assert "No space left on device" in err  # the JSON sink, at the line that did not fit
+    # The video: free space is checked as it grows, and the file is read back at close.
+    assert re.search(r"x\.mp4.*(No space left on device|is the disk full)", err)
+    assert events.read_bytes() == b"earlier\n" and out.read_bytes() == b"earlier\n"
+    assert not temps(full_disk)  # the partial files are gone: the space is given back
+
+
+def test_full_disk_json_lines_are_whole_and_the_summary_is_all_or_nothing(full_disk):
+    from edgecv.safeio import atomic_write_text, write_all
+
+    summary = full_disk / "s.json"
+    summary.write_text("earlier\n")
+    path = full_disk / "lines.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    line = (json.dumps({"frame": 0, "pad": "x" * 3000}) + "\n").encode()
+    written = 0
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            for _ in range(10_000):
+                write_all(fd, line)
+                written += 1
+    finally:
+        os.close(fd)
+    assert written > 0 and path.read_bytes() == line * written  # no half line at the end
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(summary, "y" * 2_000_000)
+    assert summary.read_text() == "earlier\n"
+    assert not temps(full_disk)
+
+
+def test_full_disk_at_the_top_level_is_one_line(full_disk, tmp_path):
+    filler = full_disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            f.write(b"\0" * 2_000_000)
+        except OSError:
+            pass
+    summary = full_disk / "s.json"
+    proc = run("--source", "synthetic://64x48?frames=3", "--summary-out", str(summary))
+    assert_clean_error(proc, r"cannot write --summary-out .*s\.json: No space left on device")
+    assert not summary.exists() and not temps(full_disk)
