@@ -29,8 +29,3 @@ def annotate(image: np.ndarray, boxes: Sequence[Sequence[int]], texts: Iterable[
             cv2.putText(out, texts[i], (int(x), ty), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
     return out
 
-
-def overlay_text(image: np.ndarray, text: str) -> None:
-    """Write a status line (e.g. fps) in the top-left corner, in place."""
-    cv2.putText(image, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
-    cv2.putText(image, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
