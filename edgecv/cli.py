@@ -27,7 +27,7 @@ COMMAND_MODULES = (
     "edgecv.runtime.cli",
     "edgecv.apps.smile",
     "edgecv.apps.captcha",
-    "edgecv.apps.benchmark",
+    "edgecv.apps.bench.cli",
 )
 
 EPILOG = """examples:

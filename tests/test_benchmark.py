@@ -1,19 +1,22 @@
-"""`edgecv benchmark` on small real models: the JSON rows carry every documented field with ordered
-percentiles, the CSV/Markdown/PNG files are written, an unavailable device is warned about and
-marked, and every misuse ends in a one-line error. Runs are a fraction of a second per
-configuration: nothing here checks a speed."""
+"""`edgecv benchmark models` on small real models: the JSON rows carry every documented field with
+ordered percentiles, the CSV/Markdown/PNG files are written, an unavailable device is warned about
+and marked, outputs are read by edgecv.decode, and every misuse ends in a clean error. Runs are a
+fraction of a second per configuration: nothing here checks a speed."""
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import assert_clean_error, run_cli
-from edgecv.apps.bench_report import FIELD_NAMES, format_table, order_row
-from edgecv.apps.benchmark import parse_batches
-from edgecv.errors import ConfigError
+from conftest import REPO, assert_clean_error, run_cli
+from edgecv.apps.bench.measure import Scoring, score_arrays
+from edgecv.apps.bench.report import FIELD_NAMES, order_row, render_table, rows_table
+from edgecv.spec import ModelSpec
 from models import smile_model_files  # noqa: F401  (fixture)
 
 QUICK = ("--duration", "0.3", "--warmup", "2")
@@ -25,10 +28,29 @@ def _rows(path):
     return doc, doc["rows"]
 
 
+def _ort_accuracy(onnx: Path, n: int) -> float:
+    """Top-1 of a bare ONNX Runtime session (softmax argmax) on n evenly spaced SMILES test images."""
+    import onnxruntime as ort
+
+    from edgecv.data import load, split
+    from edgecv.modelfile import load_spec
+    from edgecv.preprocess import apply_chain
+
+    spec = load_spec(onnx)
+    ds = load("smiles")
+    part = split(ds, "test", ds.split_info)
+    assert list(part.label_names) == list(spec.labels)
+    part = part.subset(np.linspace(0, len(part) - 1, n).round().astype(np.int64))
+    x, y = part.load_arrays(lambda imgs: apply_chain(imgs, spec.preprocess, spec.input_shape))
+    sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    probs = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return float(np.mean(probs.argmax(1) == np.asarray(y)))
+
+
 def test_benchmark_writes_every_field_and_ordered_percentiles(smile_model_files, tmp_path):
     out = {k: tmp_path / f"b.{k}" for k in ("json", "csv", "md", "png")}
     tfl, onnx = smile_model_files["tflite_int8"], smile_model_files["onnx"]
-    proc = run_cli("benchmark", str(tfl), str(onnx), "--batch", "1,4", *QUICK, "--data", "smiles",
+    proc = run_cli("benchmark", "models", str(tfl), str(onnx), "--batch", "1,4", *QUICK, "--data", "smiles",
                    "--data-limit", "64", "--json", str(out["json"]), "--csv", str(out["csv"]),
                    "--md", str(out["md"]), "--plot", str(out["png"]), timeout=300)
     err = proc.stderr.decode(errors="replace")
@@ -48,19 +70,24 @@ def test_benchmark_writes_every_field_and_ordered_percentiles(smile_model_files,
         assert r["device"] == r["device_used"] == "cpu"
         assert isinstance(r["overhead_ok"], bool) and r["harness_ns"] > 0
         # Scored once per artefact and backend, shown on every batch row.
-        assert 0 <= r["accuracy"] <= 1 and r["accuracy_n"] == 64 and r["accuracy_data"] == "smiles[test]"
+        assert r["accuracy_n"] == 64 and r["accuracy_data"] == "smiles[test]"
         assert r["source_accuracy"] is None and r["drop_pts"] is None  # the test spec names no data set
+    # The score is the one a plain ONNX Runtime session gives on the same 64 evenly spaced images.
+    assert rows[2]["accuracy"] == rows[3]["accuracy"] == _ort_accuracy(onnx, 64)
+    # The int8 TFLite and the fp32 ONNX export of one model agree on all but a few of them.
+    assert abs(rows[0]["accuracy"] - rows[2]["accuracy"]) <= 3 / 64
     assert rows[0]["quant"] == "int8" and rows[0]["input_dtype"] == "int8"
     assert rows[2]["provider"] == "CPUExecutionProvider"
     assert {"cpu_model", "cpu_flags", "usable_cpus", "versions", "loadavg_1_5_15"} <= set(doc["env"])
     assert doc["env"]["versions"]["onnxruntime"]
     assert doc["settings"]["batches"] == [1, 4]
+    assert doc["settings"]["command"].startswith("edgecv benchmark models ")
 
     with open(out["csv"], newline="") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 4 and list(table[0]) == list(FIELD_NAMES)
     md = out["md"].read_text()
-    assert md.startswith("`edgecv benchmark ") and "| artefact | backend/device |" in md and tfl.name in md
+    assert md.startswith("`edgecv benchmark models ") and "| artefact | backend/device |" in md and tfl.name in md
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stdout = proc.stdout.decode()
     assert "p50 ms" in stdout and onnx.name in stdout
@@ -73,8 +100,8 @@ def test_unavailable_device_is_warned_and_marked(smile_model_files, tmp_path):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this box has the CUDA provider: nothing falls back")
     j = tmp_path / "b.json"
-    proc = run_cli("benchmark", str(smile_model_files["onnx"]), "--device", "cuda", "--batch", "2", *QUICK,
-                   "--data", "none", "--json", str(j), timeout=120)
+    proc = run_cli("benchmark", "models", str(smile_model_files["onnx"]), "--device", "cuda", "--batch", "2",
+                   *QUICK, "--data", "none", "--json", str(j), timeout=120)
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode == 0, err
     assert "warning: --device cuda requested" in err and "CUDAExecutionProvider" in err
@@ -89,68 +116,131 @@ def test_unavailable_device_is_warned_and_marked(smile_model_files, tmp_path):
     (["--backend", "tensorflow"], r"unknown backend 'tensorflow'.*Choose from: keras, litert, onnxruntime"),
     (["--backend", "litert"], r"nothing to measure"),
     (["--device", "gpu"], r"unknown device 'gpu'"),
-    (["--batch", "0"], r"--batch takes positive integers.*'0'"),
-    (["--batch", "1,x"], r"--batch takes positive integers.*'x'"),
-    (["--threads", "0"], r"--threads takes an integer >= 1"),
-    (["--duration", "soon"], r"--duration takes seconds"),
-    (["--warmup", "-1"], r"--warmup takes an integer >= 0"),
+    (["--batch", "0"], r"--batch: takes positive integers.*'0'"),
+    (["--batch", "1,x"], r"--batch: takes positive integers.*'x'"),
+    (["--threads", "0"], r"--threads: takes an integer >= 1"),
+    (["--duration", "soon"], r"--duration: takes seconds"),
+    (["--warmup", "-1"], r"--warmup: takes an integer >= 0"),
     (["--plot", "out.txt"], r"--plot out.txt: must end in .png"),
     (["--out", "somewhere"], r"--out is for --export-all"),
-    (["--video", "x.mp4"], r"--video belong to 'edgecv benchmark pipeline"),
+    (["--video", "x.mp4"], r"unrecognized arguments: --video x.mp4"),
 ])
 def test_bad_options_fail_cleanly(smile_model_files, args, match):
-    assert_clean_error(run_cli("benchmark", str(smile_model_files["onnx"]), *args, timeout=120), match)
+    assert_clean_error(run_cli("benchmark", "models", str(smile_model_files["onnx"]), *args, timeout=120), match)
+
+
+def test_subcommands_are_required(smile_model_files):
+    """`models` is a word of its own: the old `edgecv benchmark FILE` form names the choices."""
+    assert_clean_error(run_cli("benchmark"), r"required: \{models,pipeline,streams\}")
+    assert_clean_error(run_cli("benchmark", str(smile_model_files["onnx"])),
+                       r"invalid choice: .*smile.onnx.*choose from 'models', 'pipeline', 'streams'")
+    assert_clean_error(run_cli("benchmark", "models"), r"required: MODEL_OR_DIR")
 
 
 def test_bad_models_fail_cleanly(smile_model_files, tmp_path):
-    assert_clean_error(run_cli("benchmark"), r"name at least one model")
-    assert_clean_error(run_cli("benchmark", str(tmp_path / "nope.tflite")), r"nope.tflite: no such model file")
+    def models(*args):
+        return run_cli("benchmark", "models", *args, timeout=120)
+
+    assert_clean_error(models(str(tmp_path / "nope.tflite")), r"nope.tflite: no such model file")
     notes = tmp_path / "notes.txt"
     notes.write_text("not a model\n")
-    assert_clean_error(run_cli("benchmark", str(notes)), r"not a model file \(expected .tflite, .onnx or .keras")
-    assert_clean_error(run_cli("benchmark", str(tmp_path)), r"no .tflite or .onnx files in this folder")
+    assert_clean_error(models(str(notes)), r"not a model file \(expected .tflite, .onnx or .keras")
+    assert_clean_error(models(str(tmp_path)), r"no .tflite or .onnx files in this folder")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00garbage" * 64)
-    assert_clean_error(run_cli("benchmark", str(junk)), r"junk.onnx: not a loadable ONNX model")
+    assert_clean_error(models(str(junk)), r"junk.onnx: not a loadable ONNX model")
     # A model file that is garbage but has a valid spec beside it fails in the measuring process:
     # its reason still comes back as one line.
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"TFL3" + b"\x00" * 256)
     shutil.copy(str(smile_model_files["tflite"]) + ".spec.json", str(bad) + ".spec.json")
-    assert_clean_error(run_cli("benchmark", str(bad), "--batch", "1", *QUICK, "--data", "none", timeout=120),
-                       r"bad.tflite: LiteRT cannot load this model")
-
-
-def test_export_all_and_pipeline_misuse(smile_model_files, tmp_path):
+    err = assert_clean_error(models(str(bad), "--batch", "1", *QUICK, "--data", "none"),
+                             r"bad.tflite: LiteRT cannot load this model")
+    assert len(err.strip().splitlines()) == 1, err
     tfl = str(smile_model_files["tflite"])
-    assert_clean_error(run_cli("benchmark", tfl, tfl, "--export-all"), r"--export-all takes exactly one MODEL")
-    assert_clean_error(run_cli("benchmark", "pipeline", tfl), r"needs --video")
-    assert_clean_error(run_cli("benchmark", "pipeline", str(smile_model_files["onnx"]), "--video", "video:smile.mp4"),
-                       r"takes an existing .tflite classifier")
-    assert_clean_error(run_cli("benchmark", "pipeline", tfl, "--video", str(tmp_path / "none.mp4")),
-                       r"--video .*none.mp4: no such file")
-    assert_clean_error(run_cli("benchmark", "pipeline", tfl, "--video", "x", "--plot", "p.png"),
-                       r"--plot: not options of 'edgecv benchmark pipeline'")
+    assert_clean_error(models(tfl, tfl, "--export-all"), r"--export-all takes exactly one MODEL")
 
 
-def test_pipeline_delegates_to_the_runtime_benchmark(smile_model_files, tmp_path):
-    j, md = tmp_path / "p.json", tmp_path / "p.md"
-    proc = run_cli("benchmark", "pipeline", str(smile_model_files["tflite"]), "--video", "video:smile.mp4",
-                   "--max-frames", "3", "--json", str(j), "--md", str(md), timeout=300)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    (result,) = json.loads(j.read_text())
-    assert result["video"] == "smile.mp4" and "decode only" in result["modes"]
-    assert all(m["frames"] == 3 for m in result["modes"].values())
-    assert "| decode only | 3 |" in md.read_text()
+def test_a_model_whose_output_does_not_fit_its_spec_is_not_timed(smile_model_files, tmp_path):
+    """Three labels for a two-column model: the first inference is decoded and refused, before timing."""
+    model = tmp_path / "m.onnx"
+    shutil.copy(smile_model_files["onnx"], model)
+    spec = json.loads(Path(str(smile_model_files["onnx"]) + ".spec.json").read_text())
+    spec["labels"] = ["a", "b", "c"]
+    (tmp_path / "m.onnx.spec.json").write_text(json.dumps(spec))
+    err = assert_clean_error(run_cli("benchmark", "models", str(model), "--batch", "2", *QUICK, "--data", "none",
+                                     timeout=120), r"returns 2 value\(s\) per input.*expects 3")
+    assert len(err.strip().splitlines()) == 1, err
 
 
-def test_parse_batches_and_table_with_an_error_row():
-    assert parse_batches("32, 1,8,8") == [1, 8, 32]
-    for bad in ("", "0", "-2", "1,,2", "1.5"):
-        with pytest.raises(ConfigError, match="--batch takes positive integers"):
-            parse_batches(bad)
+def _sigmoid_spec() -> ModelSpec:
+    return ModelSpec(name="s", task="classify", input_shape=(4, 4, 1), colour="gray", preprocess=(),
+                     labels=("no", "yes"), output="sigmoid")
+
+
+def test_accuracy_reads_outputs_through_decode(tmp_path):
+    """A sigmoid probability of exactly 0.5 is the second label (decode's >= rule, as in the
+    runtime); a NaN output is an error, not a miss."""
+    x, y = np.zeros((4, 4, 4, 1), np.float32), np.array([1, 1, 0, 0])
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    scoring = Scoring(str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
+
+    def model(out):
+        return lambda batch: np.asarray(out[:len(batch)], np.float32).reshape(-1, 1)
+
+    assert score_arrays(model([0.5, 0.9, 0.49, 0.0]), _sigmoid_spec(), scoring, 4)["accuracy"] == 1.0
+    from edgecv.errors import ModelError
+    with pytest.raises(ModelError, match="non-finite"):
+        score_arrays(model([np.nan, 1, 0, 0]), _sigmoid_spec(), scoring, 4)
+    # Data-set class i is model output label_map[i]: the same answers, labels swapped.
+    swapped = Scoring(scoring.x_path, scoring.y_path, label_map=[1, 0])
+    assert score_arrays(model([0.5, 0.9, 0.49, 0.0]), _sigmoid_spec(), swapped, 4)["accuracy"] == 0.0
+
+
+def test_tables_and_error_rows():
     row = order_row({"artefact": "m.onnx", "backend": "onnxruntime", "device": "cpu", "batch": 1,
                      "status": "error", "error": "m.onnx: onnxruntime cannot load this model"})
     assert row["latency_ms_p50"] is None and list(row) == list(FIELD_NAMES)
-    text = format_table([row])
+    text = rows_table([row])
     assert "m.onnx" in text and "error: m.onnx: onnxruntime cannot load" in text
+    md = rows_table([row], markdown=True).splitlines()
+    assert md[1].startswith("|---|---|---:|") and md[2].count("|") == md[0].count("|")
+    plain = render_table(["name", "n"], [["a", "1"], ["bbb", "22"]]).splitlines()
+    assert plain == ["name   n", "----  --", "a      1", "bbb   22"]
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """Modules of `package` that the file imports, at any level (a function-level import is a
+    dependency too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(a.name for a in node.names)
+            elif node.module and node.module.startswith(package + "."):
+                found.add(node.module[len(package) + 1:].split(".")[0])
+    return found
+
+
+def test_the_benchmark_is_one_package_without_import_cycles():
+    bench = REPO / "apps" / "bench"
+    graph = {p.stem: _imports(p, "edgecv.apps.bench") & {q.stem for q in bench.glob("*.py")}
+             for p in bench.glob("*.py")}
+    # The child names its jobs as strings (imported when run), so no module imports the child.
+    assert not any("child" in deps for deps in graph.values())
+
+    def visit(node, path):
+        assert node not in path, f"import cycle: {' -> '.join(path + [node])}"
+        for dep in graph[node]:
+            visit(dep, path + [node])
+
+    for node in graph:
+        visit(node, [])
+    # runtime/ holds no benchmark code, and imports no app.
+    assert not list((REPO / "runtime").glob("bench*.py"))
+    assert not list((REPO / "apps").glob("bench_*.py")) and not (REPO / "apps" / "benchmark.py").exists()
+    for p in (REPO / "runtime").glob("*.py"):
+        assert "edgecv.apps" not in p.read_text(), p
