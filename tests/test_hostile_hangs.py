@@ -1,0 +1,173 @@
+"""Hostile inputs, hangs: stop() works from every state of a source, also from a signal handler in
+the thread that is inside start() while open() blocks on a FIFO with no writer; `edgecv run` on such
+a FIFO ends on SIGINT/SIGTERM; numbers that would overflow a timed wait are refused when parsed.
+Real FIFOs (os.mkfifo) and real subprocesses, each bounded by a timeout and killed by PID in finally."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, assert_clean_error, run_cli
+from edgecv.runtime.sources import SourceState, parse_source
+
+MODEL = REPO / "edgecv" / "zoo" / "smile.onnx"
+FAST = ["--detector", "none", "--no-display", "--metrics-interval", "0"]
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo (POSIX)")
+
+
+@pytest.fixture()
+def fifo(tmp_path):
+    path = tmp_path / "live.ts"
+    os.mkfifo(path)
+    return path
+
+
+@needs_fifo
+def test_stop_from_a_signal_handler_while_start_blocks_on_a_fifo(fifo):
+    """The deadlock of the issue: start() held the lock around open(); the handler's stop() took it again."""
+    src = parse_source(str(fifo))
+    old = signal.signal(signal.SIGALRM, lambda *_: src.stop())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        src.start()  # returns once stopped (before the fix: blocked until a writer came, forever)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert src.state is SourceState.STOPPED and src.error is None
+    assert src.join(20)  # the blocked open was interrupted: the thread is gone too
+    assert src.done and src.decoded == 0
+
+
+@needs_fifo
+def test_stop_from_another_thread_while_start_blocks_on_a_fifo(fifo):
+    src = parse_source(str(fifo))
+    timer = threading.Timer(0.3, src.stop)
+    timer.start()
+    try:
+        src.start()
+    finally:
+        timer.cancel()
+    assert src.state is SourceState.STOPPED and src.join(20)
+
+
+@needs_fifo
+def test_a_fifo_whose_writer_comes_is_read(fifo, data_dir):
+    """The fix must not break the FIFO that does get a writer: its frames arrive."""
+    video = (data_dir / "videos" / "vtest_pets2009_480x360_h264.avi").read_bytes()[:400_000]
+
+    def writer() -> None:
+        with open(fifo, "wb") as f:
+            f.write(video)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    src = parse_source(str(fifo), queue_size=1000).start()
+    assert src.join(60)
+    assert src.decoded > 5 and src.state is SourceState.ENDED
+
+
+@pytest.mark.parametrize("state", ["created", "ended", "failed", "stopped"])
+def test_stop_works_from_every_state(tmp_path, state):
+    if state == "failed":
+        (tmp_path / "bad.mp4").write_bytes(b"\0" * 5000)
+        src = parse_source(str(tmp_path / "bad.mp4"))
+        with pytest.raises(Exception, match="cannot be opened|no frame decodes"):
+            src.start()
+    else:
+        src = parse_source("synthetic://16x16?frames=2")
+        if state == "ended":
+            src.start()
+            while src.get(1.0) is not None:
+                pass
+            assert src.join(10)
+        elif state == "stopped":
+            src.stop()
+    src.stop()
+    src.stop()
+    expected = {"created": "stopped", "ended": "ended", "failed": "failed", "stopped": "stopped"}[state]
+    assert src.state.value == expected and src.join(10)
+    assert src.start() is src if state in ("created", "stopped") else True  # a stopped source starts as a no-op
+
+
+@needs_fifo
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_edgecv_run_on_a_fifo_without_writer_ends_on_a_signal(fifo, tmp_path, sig):
+    events = tmp_path / "e.jsonl"
+    events.write_text("earlier\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edgecv", "run", "--model", str(MODEL), "--source", str(fifo),
+                             "--json-out", str(events), "--max-frames", "5", *FAST],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_until_opening(proc, fifo)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)  # bounded; before the fix only SIGKILL ended it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = err.decode(errors="replace")
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "draining" in err
+    summary = json.loads(out)
+    assert summary["frames"] == 0 and summary["sources"]["s0"]["state"] == "stopped"
+    assert events.read_text() == "earlier\n"  # nothing was written: the earlier file stays
+
+
+def _wait_until_opening(proc: subprocess.Popen, fifo) -> None:
+    """Until a thread of the process blocks in open(2) on the FIFO, waiting for a writer (Linux shows
+    that as wchan `wait_for_partner`); where /proc has no wchan, a few seconds instead."""
+    deadline = time.monotonic() + 120  # bounds a broken run; not a speed check
+    tasks = f"/proc/{proc.pid}/task"
+    if not os.path.exists(f"/proc/{proc.pid}/wchan"):
+        time.sleep(5)
+        return
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        try:
+            for tid in os.listdir(tasks):
+                with open(f"{tasks}/{tid}/wchan") as f:
+                    if f.read().strip() == "wait_for_partner":
+                        return
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the run never blocked opening the FIFO")
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--max-delay-ms", "inf", "finite"),
+    ("--max-delay-ms", "nan", "finite"),
+    ("--max-delay-ms", "1e300", "must be <= 60000"),
+    ("--max-delay-ms", "-1", "must be >= 0"),
+    ("--max-fps", "nan", "finite"),
+    ("--max-fps", "inf", "finite"),
+    ("--max-fps", "0", "must be > 0"),
+    ("--metrics-interval", "nan", "finite"),
+    ("--metrics-interval", "-inf", "finite"),
+    ("--detect-width", "1", "must be at least 64"),
+    ("--max-frame-pixels", "0", "must be at least 1"),
+])
+def test_bad_numbers_are_refused_when_parsed(capsys, flag, value, match):
+    from edgecv.cli import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["run", "--model", "m.onnx", "--source", "0", f"{flag}={value}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err and match in err
+
+
+def test_max_delay_inf_at_the_command_line_is_one_line_and_exit_2():
+    proc = run_cli("run", "--model", str(MODEL), "--source", "synthetic://16x16?frames=2", "--max-delay-ms", "inf",
+                   *FAST, timeout=60)
+    err = assert_clean_error(proc, r"argument --max-delay-ms: expected a finite number; got 'inf'")
+    assert proc.returncode == 2 and err.strip().splitlines()[-1].startswith("edgecv run: error:")
