@@ -119,9 +119,9 @@ def _outputs(p: argparse.ArgumentParser) -> None:
 
 def _add_models(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("models", help="artefact x backend x device x batch: latency, memory, accuracy",
-                         description="Each configuration in a fresh process: --warmup calls, then about "
-                         "2 x --duration seconds (the timed loop and, alternating with it, the bare engine "
-                         "loop). Use `nice` on a shared box.", epilog=EXAMPLES,
+                         description="Each configuration in a fresh process: --warmup calls, then about\n"
+                         "2 x --duration seconds (the timed loop and, alternating with it, the bare engine loop).\n"
+                         "Use `nice` on a shared box.", epilog=EXAMPLES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", metavar="MODEL_OR_DIR",
                    help="model files (.tflite, .onnx, .keras), folders of them, or shipped model names")
@@ -155,7 +155,7 @@ def _add_models(kinds: argparse._SubParsersAction) -> None:
 
 def _add_pipeline(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("pipeline", help="the video pipeline vs the books' sequential loop",
-                         description="decode only vs the books' sequential loop (LiteRT or Keras per face) vs "
+                         description="decode only vs the books' sequential loop (LiteRT or Keras per face) vs\n"
                          "edgecv's pipeline, each mode in its own process.", epilog=EXAMPLES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help=".tflite classifier, or a shipped model name")

@@ -143,7 +143,7 @@ def run_pipeline(video: str, model: str, setup: Mapping[str, Any], max_frames: i
 
         def factory():
             return built.pop() if built else make_detector(name, **det_options)
-    backend = open_backend(ref.path, ref.spec, backend=setup.get("backend"), threads=setup.get("threads"))
+    backend = open_backend(ref.path, ref.spec)
     try:
         t0 = time.perf_counter()
         summary = Pipeline(backend, build_sources([video]), factory, (), options).run()
