@@ -22,11 +22,11 @@ from ..spec import ModelSpec, atomic_write_bytes, file_sha256, spec_path_for
 from .calibration import DEFAULT_CALIB_SIZE, Calibration, calibration_samples, check_samples
 from .check import DEFAULT_MAX_DROP, AccuracyGateError, CheckReport, compare, keras_predict
 from .formats import VARIANTS, Variant, default_filename, get_variant
+from .inputs import check_fits, get_input, variant_spec, wrap
 
 log = logging.getLogger("edgecv.export")
 
 RUN_MODEL = "model.keras"
-RUN_SPEC = "spec.json"
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,23 @@ def report_path_for(path: str | os.PathLike) -> Path:
 
 
 def resolve_source(model: str | os.PathLike) -> Source:
-    """A run directory (RUN/model.keras + RUN/spec.json) or a .keras file with a spec beside it."""
+    """A run directory (RUN/model.keras + RUN/spec.json) or a .keras file with a spec beside it,
+    through the one resolver (edgecv.resolve), after the checks only export needs."""
+    from ..resolve import resolve
+
     path = Path(model).expanduser()
     if not path.exists():
         raise ModelError(f"{path}: no such model file or run directory")
     if path.is_dir():
-        keras_path = path / RUN_MODEL
-        if not keras_path.is_file():
+        if not (path / RUN_MODEL).is_file():
             raise ModelError(f"{path}: not a run directory (no {RUN_MODEL} in it)")
-        return Source(keras_path, ModelSpec.load(path / RUN_SPEC))
-    if path.suffix != ".keras":
+    elif path.suffix != ".keras":
         raise ModelError(f"{path}: not a Keras model; export takes a run directory or a .keras file "
                          f"(got a {path.suffix or 'suffix-less'} file)")
-    if not zipfile.is_zipfile(path):
+    elif not zipfile.is_zipfile(path):
         raise ModelError(f"{path}: not a Keras .keras archive (a .keras file is a zip)")
-    return Source(path, load_spec(path))
+    ref = resolve(path)
+    return Source(ref.path, ref.spec)
 
 
 def load_keras(path: str | os.PathLike) -> Any:
@@ -113,10 +115,10 @@ def _validate_numbers(calib_size: int, check_size: int | None, max_drop: float) 
         raise ConfigError(f"max_drop is in accuracy points, 0 to 100; got {max_drop!r}")
 
 
-def _resolve_out(out: str | os.PathLike, name: str, variant: Variant) -> Path:
+def _resolve_out(out: str | os.PathLike, name: str, variant: Variant, input: str = "float") -> Path:
     path = Path(out).expanduser()
     if path.is_dir() or str(out).endswith(os.sep):
-        return path / default_filename(name, variant)
+        return path / default_filename(name, variant, input)
     if path.suffix != variant.suffix:
         raise ConfigError(f"--out {path} must end in {variant.suffix} for a {variant.fmt} export "
                           f"(or name an existing folder); got {path.suffix or 'no suffix'!r}")
@@ -143,35 +145,61 @@ class _Session:
         self.source_hash = file_sha256(source.keras_path)
         self.source_bytes = source.keras_path.stat().st_size
         self.fp32_weight_bytes = 4 * int(self.model.count_params())
+        self._check_arg, self._check_size = check, check_size
+        # Per input kind (export.inputs): the wrapped model, its check and calibration samples.
+        self._by_input: dict[str, dict[str, Any]] = {"float": {"model": self.model, "check": self.check}}
 
-    def calibration(self) -> Calibration:
+    def calibration(self, input_kind: str = "float") -> Calibration:
+        if input_kind != "float":
+            entry = self._input(input_kind)
+            if "calib" not in entry:
+                entry["calib"] = Calibration(calibration_samples(entry["spec"], self._calib_arg, self._calib_size))
+            return entry["calib"]
         if self._calib is None:
             self._calib = Calibration(calibration_samples(self.spec, self._calib_arg, self._calib_size))
         return self._calib
 
-    def export(self, variant: Variant, out: Path, max_drop: float) -> ExportResult:
+    def _input(self, input_kind: str) -> dict[str, Any]:
+        """The model, spec and check samples for an input kind: the same images as the float check,
+        taken through the variant's own (shorter) chain, so the gate compares like with like."""
+        entry = self._by_input.get(input_kind)
+        if entry is None:
+            vspec = variant_spec(self.spec, input_kind)
+            entry = {"spec": vspec, "model": wrap(self.model, self.spec, input_kind),
+                     "check": check_samples(vspec, self._check_arg, self._check_size)}
+            self._by_input[input_kind] = entry
+        entry.setdefault("spec", self.spec)
+        return entry
+
+    def export(self, variant: Variant, out: Path, max_drop: float, input_kind: str = "float") -> ExportResult:
         fmt = variant.format
         module = fmt.load()
-        calib = self.calibration() if variant.calibrated else None
+        entry = self._input(input_kind)
+        check = entry["check"]
+        calib = self.calibration(input_kind) if variant.calibrated else None
         out.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         extra = dict(self.spec.extra)
         extra["export"] = {"format": variant.fmt, "quant": variant.quant, "runtime": fmt.runtime,
                            "calibration": ({"data": calib.samples.source, "n": len(calib)} if calib else None)}
-        spec = self.spec.replace(quantization=variant.quant, source_hash=self.source_hash, extra=extra)
+        if input_kind != "float":
+            extra["export"]["input"] = input_kind
+            extra["trained_input"] = {"colour": self.spec.colour, "input_shape": list(self.spec.input_shape),
+                                      "preprocess": [s.to_dict() for s in self.spec.preprocess]}
+        spec = entry["spec"].replace(quantization=variant.quant, source_hash=self.source_hash, extra=extra)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
             work = Path(tmp)
-            blob = module.convert(self.model, self.spec, variant.quant, calib, work)
+            blob = module.convert(entry["model"], spec, variant.quant, calib, work)
             trial = work / out.name
             trial.write_bytes(module.embed(blob, spec))
             if load_spec(trial).to_json() != spec.to_json():
                 raise ExportError(f"the ModelSpec embedded in the {variant.key} export does not read back")
-            output = module.run(trial, self.check.x)
-            report = compare(self.reference, output, self.check, spec=self.spec, fmt=variant.fmt, quant=variant.quant,
+            output = module.run(trial, check.x)
+            report = compare(self.reference, output, check, spec=self.spec, fmt=variant.fmt, quant=variant.quant,
                              path=out, max_drop=max_drop, size_bytes=trial.stat().st_size,
                              source_bytes=self.source_bytes, fp32_weight_bytes=self.fp32_weight_bytes,
                              runtime=fmt.runtime,
-                             extra={"seconds": round(time.monotonic() - t0, 2)})
+                             extra={"seconds": round(time.monotonic() - t0, 2), "input": input_kind})
             report_path = report.save(report_path_for(out))
             if not report.passed:
                 self._remove_stale(out)
@@ -200,39 +228,46 @@ class _Session:
 def export(model: str | os.PathLike, fmt: str, quant: str = "fp32", *, out: str | os.PathLike,
            calib: str | os.PathLike | None = None, calib_size: int = DEFAULT_CALIB_SIZE,
            check: str | os.PathLike | None = None, check_size: int | None = None,
-           max_drop: float = DEFAULT_MAX_DROP) -> ExportResult:
+           max_drop: float = DEFAULT_MAX_DROP, input: str = "float") -> ExportResult:
     """Export `model` (run directory or .keras) as `fmt` at precision `quant` to `out` (a file with
-    the format's suffix, or an existing folder).
+    the format's suffix, or an existing folder). `input` is the input kind (export.inputs: `float`
+    as trained, or `uint8-rgb` with colour conversion and scaling inside the graph).
 
     Raises ConfigError / ModelError / DataError for bad input, ExportError when conversion fails,
     AccuracyGateError (an ExportError, carrying the report) when the check fails.
     """
     variant = get_variant(fmt, quant)
+    get_input(input)
     _validate_numbers(calib_size, check_size, max_drop)
     source = resolve_source(model)
-    target = _resolve_out(out, source.spec.name, variant)
-    session = _Session(source, calib, calib_size, check, check_size, variant.calibrated)
-    return session.export(variant, target, max_drop)
+    check_fits(source.spec, input)
+    target = _resolve_out(out, source.spec.name, variant, input)
+    session = _Session(source, calib, calib_size, check, check_size, variant.calibrated and input == "float")
+    return session.export(variant, target, max_drop, input)
 
 
 def export_all(model: str | os.PathLike, out_dir: str | os.PathLike, *,
                variants: Iterable[Variant] | None = None, calib: str | os.PathLike | None = None,
                calib_size: int = DEFAULT_CALIB_SIZE, check: str | os.PathLike | None = None,
-               check_size: int | None = None, max_drop: float = DEFAULT_MAX_DROP) -> list[ExportResult]:
+               check_size: int | None = None, max_drop: float = DEFAULT_MAX_DROP,
+               input: str = "float") -> list[ExportResult]:
     """Every supported (format, precision) into `out_dir` as NAME-QUANT.SUFFIX. A variant that fails
     its gate or its conversion is reported in its result and the others still run."""
     chosen: Sequence[Variant] = list(variants) if variants is not None else list(VARIANTS)
+    get_input(input)
     _validate_numbers(calib_size, check_size, max_drop)
     source = resolve_source(model)
+    check_fits(source.spec, input)
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} must be a folder with --all")
-    session = _Session(source, calib, calib_size, check, check_size, any(v.calibrated for v in chosen))
+    session = _Session(source, calib, calib_size, check, check_size,
+                       input == "float" and any(v.calibrated for v in chosen))
     results = []
     for v in chosen:
-        target = out_dir / default_filename(source.spec.name, v)
+        target = out_dir / default_filename(source.spec.name, v, input)
         try:
-            results.append(session.export(v, target, max_drop))
+            results.append(session.export(v, target, max_drop, input))
         except AccuracyGateError as e:
             results.append(ExportResult(v, None, None, report_path_for(target), None, e.report, str(e)))
         except ExportError as e:

@@ -149,14 +149,15 @@ class Calibration:
         for start in range(0, len(x), self.batch):
             yield x[start:start + self.batch]
 
-    def tflite_dataset(self):
-        """A TFLiteConverter.representative_dataset: one sample per step, as a list of inputs."""
+    def tflite_dataset(self, dtype: Any = np.float32):
+        """A TFLiteConverter.representative_dataset: one sample per step, as a list of inputs
+        (`dtype` uint8 for a model that takes raw pixels)."""
         def gen():
             for sample in self.samples.x:
-                yield [sample[None]]
+                yield [_as(sample[None], dtype)]
         return gen
 
-    def onnx_reader(self, input_name: str):
+    def onnx_reader(self, input_name: str, dtype: Any = np.float32):
         """An onnxruntime.quantization.CalibrationDataReader over the same batches."""
         from onnxruntime.quantization import CalibrationDataReader
 
@@ -165,6 +166,13 @@ class Calibration:
         class Reader(CalibrationDataReader):
             def get_next(self) -> dict[str, np.ndarray] | None:
                 b = next(batches, None)
-                return None if b is None else {input_name: b}
+                return None if b is None else {input_name: _as(b, dtype)}
 
         return Reader()
+
+
+def _as(x: np.ndarray, dtype: Any) -> np.ndarray:
+    """Samples as the model's input dtype: raw pixels (already whole numbers) as uint8."""
+    if np.dtype(dtype) == np.float32:
+        return x
+    return np.clip(np.round(x), 0, 255).astype(dtype)

@@ -21,6 +21,7 @@ examples:
   edgecv export runs/mnist-lenet --format onnx --quant int8 --calib mnist --calib-size 512 --out out/
   edgecv export model.keras --format onnx --check data/holdout --max-drop 0.5 --out model.onnx
   edgecv export runs/mnist-lenet --all --out out/lenet
+  edgecv export runs/smile --format tflite --quant fp16 --input uint8-rgb --out out/smile-rgb.tflite
 
 --calib defaults to the training split recorded in the model's spec, --check to its validation
 split; any other data set is used whole. Each artefact gets PATH.spec.json and PATH.report.json;
@@ -47,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check-size", type=int, default=None, metavar="N", help="check on N random samples (default all)")
     p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="PTS",
                    help=f"largest allowed accuracy drop in points (default {DEFAULT_MAX_DROP:g})")
+    p.add_argument("--input", default="float", metavar="KIND",
+                   help="float (default: as trained) or uint8-rgb (HxWx3 uint8 RGB pixels; colour conversion, "
+                        "scaling and int8 quantization inside the graph, for MediaPipe / Android / NPU delegates)")
     p.add_argument("--out", required=True, metavar="PATH", help="output file (or folder; a folder with --all)")
     p.set_defaults(func=run)
 
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from .api import export, export_all
     from .check import AccuracyGateError, summary_table
     from .formats import get_variant, variants
+    from .inputs import get_input
 
     if args.all:
         chosen = variants()
@@ -63,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(unknown("precision", args.quant, QUANTS_ALL))
             chosen = [v for v in chosen if v.quant == args.quant]
         results = export_all(args.model, args.out, variants=chosen, calib=args.calib, calib_size=args.calib_size,
-                             check=args.check, check_size=args.check_size, max_drop=args.max_drop)
+                             check=args.check, check_size=args.check_size, max_drop=args.max_drop,
+                             input=args.input)
         print(summary_table([r.report for r in results if r.report is not None]))
         failed = [r for r in results if not r.passed]
         for r in failed:
@@ -72,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     quant = args.quant or "fp32"
     get_variant(args.fmt, quant)      # a bad pair fails here, before TensorFlow loads
+    get_input(args.input)
     try:
         result = export(args.model, args.fmt, quant, out=args.out, calib=args.calib,
                         calib_size=args.calib_size, check=args.check, check_size=args.check_size,
-                        max_drop=args.max_drop)
+                        max_drop=args.max_drop, input=args.input)
     except AccuracyGateError as e:
         print(e.report.text())
         raise

@@ -89,9 +89,11 @@ def variants(fmt: str | None = None) -> list[Variant]:
     return [v for v in VARIANTS if fmt is None or v.fmt == fmt]
 
 
-def default_filename(model_name: str, variant: Variant) -> str:
-    """`mnist-lenet` + tflite/int8 -> `mnist-lenet-int8.tflite` (the suffix already says the format)."""
-    return f"{model_name}-{variant.quant}{variant.suffix}"
+def default_filename(model_name: str, variant: Variant, input: str = "float") -> str:
+    """`mnist-lenet` + tflite/int8 -> `mnist-lenet-int8.tflite` (the suffix already says the format);
+    a non-float input kind is named too: `mnist-lenet-int8-uint8-rgb.tflite`."""
+    kind = "" if input == "float" else f"-{input}"
+    return f"{model_name}-{variant.quant}{kind}{variant.suffix}"
 
 
 def table() -> str:

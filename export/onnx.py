@@ -6,6 +6,11 @@ training preprocessors; `dynamic` is ORT's dynamic quantization, offered but nev
 because it is slow for CNNs and its outputs depend on batch composition. fp16 uses the converter
 bundled with onnxruntime (onnxruntime.transformers.float16), keeping float32 input and output so
 callers feed the same arrays as for fp32.
+
+Every variant starts from the fp32 graph after export.onnx_clean's exact rewrites (Flatten + Dense
+as Convs, BatchNorm folded into the Convs, unused nodes and opset domains dropped), so the int8 QDQ
+artefact has no quantized BatchNorm for OpenCV DNN to trip on; each result passes onnx.checker
+(full_check) and strict shape inference before the accuracy gate runs it.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ import numpy as np
 from ..errors import ExportError, ModelError
 from ..modelfile import ONNX_KEY, first_line
 from ..spec import ModelSpec
+from . import onnx_clean
 from .calibration import Calibration
+from .inputs import kind_of
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -37,7 +44,8 @@ def to_fp32(model: Any, spec: ModelSpec) -> bytes:
     import tf2onnx
 
     _quiet()
-    sig = [tf.TensorSpec((None, *spec.input_shape), tf.float32, name=INPUT_NAME)]
+    dtype = tf.uint8 if kind_of(spec) == "uint8-rgb" else tf.float32
+    sig = [tf.TensorSpec((None, *spec.input_shape), dtype, name=INPUT_NAME)]
 
     @tf.function
     def serve(x):
@@ -60,7 +68,7 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
     """ONNX model bytes for a Keras model at precision `quant`."""
     import onnx
 
-    fp32 = to_fp32(model, spec)
+    fp32 = onnx_clean.clean(to_fp32(model, spec))
     if quant == "fp32":
         return fp32
     workdir = Path(workdir)
@@ -76,7 +84,7 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
         # The converter appends its input Casts at the end of the node list: ORT sorts the graph
         # itself, but the ONNX checker and other runtimes require topological order.
         _sort_nodes(half.graph)
-        return half.SerializeToString()
+        return onnx_clean.tidy(half.SerializeToString())
 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -96,7 +104,9 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
             # reduce_range (7-bit weights): on x86 CPUs without VNNI, ORT's u8s8 kernels can
             # saturate 8-bit products; measured on the MNIST LeNet here, top-1 agreement with
             # Keras rose from 98.9% to 99.8% with it.
-            quantize_static(str(pre), str(dst), calib.onnx_reader(INPUT_NAME), quant_format=QuantFormat.QDQ,
+            raw = kind_of(spec) == "uint8-rgb"
+            quantize_static(str(pre), str(dst), calib.onnx_reader(INPUT_NAME, np.uint8 if raw else np.float32),
+                            quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=True, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8)
         else:
@@ -105,7 +115,7 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
         raise
     except Exception as e:
         raise ExportError(f"ONNX {quant} quantization failed: {first_line(e)}") from None
-    return dst.read_bytes()
+    return onnx_clean.tidy(dst.read_bytes())
 
 
 def _sort_nodes(graph: Any) -> None:
@@ -155,8 +165,10 @@ def session(path: str | os.PathLike):
 def run(path: str | os.PathLike, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """The first output (float32) for NxHxWxC float32 inputs."""
     sess = session(path)
-    name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: np.ascontiguousarray(x[s:s + batch], np.float32)})[0]
+    inp = sess.get_inputs()[0]
+    # A uint8-rgb model takes raw pixels (whole numbers already): cast, never rescale.
+    dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
+    out = [sess.run(None, {inp.name: np.ascontiguousarray(x[s:s + batch]).astype(dtype, copy=False)})[0]
            for s in range(0, len(x), batch)]
     return np.concatenate(out).astype(np.float32)
 

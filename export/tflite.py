@@ -4,6 +4,8 @@ Conversion goes Keras -> `model.export()` SavedModel with a (None, H, W, C) sign
 a tf.function over a Keras 3 model keeps its weights as resource variables, which the int8
 calibrator cannot read, and the SavedModel route keeps the batch dimension dynamic
 (`shape_signature[0] == -1`). Running uses ai-edge-litert, not tflite-runtime (dead with NumPy 2).
+Every artefact carries standard TFLite Metadata (export.tflite_metadata) and the ModelSpec; a
+`uint8-rgb` input kind (export.inputs) takes uint8 pixels, and as int8 has uint8 input and output.
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ExportError, ModelError
-from ..modelfile import embed_tflite, first_line
+from ..modelfile import first_line
 from ..spec import ModelSpec
+from . import tflite_metadata
 from .calibration import Calibration
+from .inputs import kind_of
 
 INPUT_NAME = "input"
 
@@ -29,7 +33,8 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
     # SavedModel export logs "Assets written to ..." at INFO, which the CLI's logging would show.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
     saved = Path(workdir) / "saved_model"
-    sig = tf.TensorSpec((None, *spec.input_shape), tf.float32, name=INPUT_NAME)
+    raw = kind_of(spec) == "uint8-rgb"
+    sig = tf.TensorSpec((None, *spec.input_shape), tf.uint8 if raw else tf.float32, name=INPUT_NAME)
     try:
         model.export(str(saved), format="tf_saved_model", input_signature=[sig], verbose=False)
     except Exception as e:
@@ -44,12 +49,13 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
         if calib is None or len(calib) == 0:
             raise ExportError("int8 TFLite export needs calibration data")
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = calib.tflite_dataset()
+        conv.representative_dataset = calib.tflite_dataset(np.uint8 if raw else np.float32)
         # Integer-only ops and int8 I/O: a microcontroller / NPU delegate can run it as is; the
-        # runtime quantizes inputs with the scale and zero point stored in the file.
+        # runtime quantizes inputs with the scale and zero point stored in the file. Camera-style
+        # consumers (MediaPipe, Coral) want uint8 I/O: the uint8-rgb kind gets it.
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
+        conv.inference_input_type = tf.uint8 if raw else tf.int8
+        conv.inference_output_type = tf.uint8 if raw else tf.int8
     try:
         return bytes(conv.convert())
     except Exception as e:
@@ -57,7 +63,9 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
 
 
 def embed(blob: bytes, spec: ModelSpec) -> bytes:
-    return embed_tflite(blob, spec)
+    """The artefact: standard TFLite Metadata in the flatbuffer, the label file and the ModelSpec
+    in the appended zip (edgecv.modelfile reads the spec back from there)."""
+    return tflite_metadata.pack(blob, spec, raw_input=kind_of(spec) == "uint8-rgb")
 
 
 def _interpreter(path: str | os.PathLike):
@@ -103,6 +111,8 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
         return np.ascontiguousarray(x, np.float32)
     scale, zero = detail["quantization"]
     info = np.iinfo(dtype)
+    if not scale:   # raw integer pixels (uint8-rgb float models): no quantization parameters
+        scale, zero = 1.0, 0
     return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
 
