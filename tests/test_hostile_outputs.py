@@ -204,3 +204,17 @@ def test_full_disk_at_the_top_level_is_one_line(full_disk, tmp_path):
     proc = run("--source", "synthetic://64x48?frames=3", "--summary-out", str(summary))
     assert_clean_error(proc, r"cannot write --summary-out .*s\.json: No space left on device")
     assert not summary.exists() and not temps(full_disk)
+
+
+def test_extraction_larger_than_the_free_space_is_refused_before_writing(full_disk, tmp_path):
+    import zipfile
+
+    from edgecv.data.download import extract_zip
+    from edgecv.errors import DataError
+
+    z = tmp_path / "big.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as f:
+        f.writestr("data/zeros.bin", b"\0" * 3_000_000)  # 3 MB that compress to a few KB
+    with pytest.raises(DataError, match=r"extracting needs 3 MB and .* has 1 MB free"):
+        extract_zip(z, full_disk / "cache" / "big")
+    assert [p for p in full_disk.rglob("*") if p.is_file()] == []  # nothing written

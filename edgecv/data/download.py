@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError, DownloadError
@@ -229,6 +230,13 @@ def extract_zip(zpath: Path, dest: Path, members: str = "") -> Path:
             if mode == 0o120000:
                 raise DataError(f"archive member {info.filename!r} is a symbolic link; refusing the archive")
         dest.parent.mkdir(parents=True, exist_ok=True)
+        # A zip's sizes are the archive's claim; a claim larger than the free space fails now, not
+        # after filling the disk (the copy below also stops at the disk's end: the temp folder goes).
+        need = sum(i.file_size for i in infos)
+        free = shutil.disk_usage(dest.parent).free
+        if need > free:
+            raise DataError(f"{zpath}: extracting needs {need / 1e6:,.0f} MB and {dest.parent} has "
+                            f"{free / 1e6:,.0f} MB free")
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
         try:
             for info in infos:
@@ -240,8 +248,14 @@ def extract_zip(zpath: Path, dest: Path, members: str = "") -> Path:
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
+                try:
+                    with z.open(info) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out, CHUNK)
+                except OSError as e:
+                    raise DataError(f"cannot extract {zpath} into {dest.parent}: {e.strerror or e} "
+                                    "(the partial extraction was removed)") from None
+                except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+                    raise DataError(f"{zpath}: member {info.filename!r} is corrupt ({e})") from None
             dest.mkdir(parents=True, exist_ok=True)
             for child in tmp.iterdir():
                 final = dest / child.name
