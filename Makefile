@@ -34,6 +34,19 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@ $(VENV)/.runtime
 
+# Test-only consumers of the exported artefacts (tests/test_interop_*.py): MediaPipe Tasks without
+# its declared dependency on opencv-contrib-python, which is OpenCV 5.x (no CascadeClassifier) and a
+# second `cv2` beside opencv-python 4.x; its real run-time dependencies are installed by name
+# (docs/interop.md). OpenVINO comes with the [dev] extra ([openvino]). Never on the edge install.
+MEDIAPIPE := mediapipe==1.2.3
+MEDIAPIPE_DEPS := "absl-py~=2.3" certifi "sounddevice~=0.5" "flatbuffers~=25.9" matplotlib
+$(VENV)/.interop: $(VENV)/.dev
+	$(BIN)/pip install -q --no-deps $(MEDIAPIPE)
+	$(BIN)/pip install -q $(MEDIAPIPE_DEPS)
+	@if $(BIN)/pip list 2>/dev/null | grep -qi '^opencv-contrib'; then \
+	  echo "opencv-contrib-python is installed beside opencv-python: two cv2 packages"; exit 1; fi
+	touch $@
+
 venv: $(VENV)/.dev
 
 system-deps:
@@ -50,7 +63,7 @@ demo: $(VENV)/.runtime
 	    --json-out out/smile-demo.jsonl
 	@echo "annotated video: out/smile-demo.mp4   events: out/smile-demo.jsonl"
 
-test: $(VENV)/.dev system-deps
+test: $(VENV)/.dev $(VENV)/.interop system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 clean:

@@ -207,7 +207,9 @@ def pack(model: bytes, spec: ModelSpec, *, raw_input: bool = False) -> bytes:
     """Model + TFLITE_METADATA + the associated files as an appended zip: the artefact's bytes."""
     out = with_metadata(model, build(spec, raw_input=raw_input))
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+    # Stored, not deflated: MediaPipe maps the associated files in place ("Expected uncompressed
+    # zip archive"), as the official populator writes them.
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         for name, data in associated_files(spec).items():
             z.writestr(name, data)
     return out + buf.getvalue()

@@ -1,5 +1,5 @@
-"""Inference backends behind one protocol: LiteRT (.tflite), ONNX Runtime (.onnx) and Keras (.keras,
-reference only). Each takes an NxHxWxC float32 batch preprocessed by the model's ModelSpec and
+"""Inference backends behind one protocol: LiteRT (.tflite), ONNX Runtime (.onnx), OpenVINO (.onnx,
+CPU, the optional [openvino] extra: runtime/openvino.py) and Keras (.keras, reference only). Each takes an NxHxWxC float32 batch preprocessed by the model's ModelSpec and
 returns the model's first output as float32 (quantized models are (de)quantized inside).
 
 Nothing here imports TensorFlow or Keras at module level: an edge box has neither.
@@ -22,11 +22,11 @@ from .litert import LiteRTBackend, _litert_factory  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("litert", "onnxruntime", "keras")
+BACKENDS = ("litert", "onnxruntime", "openvino", "keras")
 DEVICES = ("cpu", "cuda", "tensorrt")
 SUFFIX_BACKEND = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
 # Which backends can run which files; a mismatch is a user error, not a silent conversion.
-BACKEND_SUFFIXES = {"litert": (".tflite",), "onnxruntime": (".onnx",), "keras": (".keras",)}
+BACKEND_SUFFIXES = {"litert": (".tflite",), "onnxruntime": (".onnx",), "openvino": (".onnx",), "keras": (".keras",)}
 
 
 ORT_PROVIDERS = {
@@ -116,7 +116,9 @@ class OrtBackend(BackendBase):
         self._fixed_batch = shape[0]
         self.cuda_graph = use_graph and self.device == "cuda"
         self._bound = None
-        if io_binding or (io_binding is None and self.device != "cpu") or self.cuda_graph:
+        # A uint8-input model (export --input uint8-rgb) takes raw pixels: cast per batch, no binding.
+        self._raw = self.input_spec.dtype == "uint8"
+        if not self._raw and (io_binding or (io_binding is None and self.device != "cpu") or self.cuda_graph):
             from .ort_io import BoundRunner
 
             sizes = (self._fixed_batch,) if self._fixed_batch else tuple(buckets)
@@ -138,6 +140,8 @@ class OrtBackend(BackendBase):
         if self._fixed_batch is not None and n != self._fixed_batch:
             # A model exported with a fixed batch: run it image group by image group.
             return np.concatenate([self.run(batch[i:i + self._fixed_batch]) for i in range(0, n, self._fixed_batch)])
+        if self._raw:
+            batch = np.clip(np.round(batch), 0, 255).astype(np.uint8)
         y = self.session.run([self._output], {self.input_spec.name: batch})[0]
         check_rows(len(y), n, self.path)
         return np.asarray(y, np.float32)
@@ -232,4 +236,8 @@ def open_backend(path: str | os.PathLike, spec: ModelSpec, backend: str | None =
         return LiteRTBackend(path, spec, threads=threads)
     if name == "onnxruntime":
         return OrtBackend(path, spec, device=device, threads=threads, cuda_graph=cuda_graph)
+    if name == "openvino":  # an optional extra: imported only when asked for
+        from .openvino import OpenVINOBackend
+
+        return OpenVINOBackend(path, spec, threads=threads)
     return KerasBackend(path, spec, threads=threads)

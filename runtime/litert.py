@@ -41,6 +41,8 @@ class _Bucket:
         in_dtype = np.dtype(inp["dtype"])
         if in_dtype in (np.int8, np.uint8):
             scale, zero = inp["quantization"]
+            if not scale:  # raw uint8 pixels (export --input uint8-rgb): no quantization parameters
+                scale, zero = 1.0, 0
             # dst = saturate_cast<int8|uint8>(round_half_even(x / scale + zero)): the TFLite formula.
             self.in_cv = (1.0 / float(scale), float(zero), cv2.CV_8S if in_dtype == np.int8 else cv2.CV_8U)
         self.out_lut = None
