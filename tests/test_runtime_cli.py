@@ -130,7 +130,9 @@ def test_signal_drains_and_leaves_playable_video_and_complete_json(smile_model_f
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if events.exists() and len(events.read_bytes().splitlines()) >= 10:
+            # Until the run ends the lines go to a hidden temporary beside the output (edgecv.safeio).
+            part = sorted(tmp_path.glob(".e.jsonl.edgecv-*.part*"))
+            if part and part[0].exists() and len(part[0].read_bytes().splitlines()) >= 10:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read().decode()
