@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="evaluate this artefact instead (MODEL then only names the task)")
     p.add_argument("--data", help="registry name or path (default: the data set in the ModelSpec)")
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
-    p.add_argument("--backend", choices=("litert", "onnxruntime", "keras"))
+    p.add_argument("--backend", choices=("litert", "onnxruntime", "openvino", "keras"))
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt"))
     p.add_argument("--ten-crop", action="store_true",
                    help="average each image's 10 crops (corners, centre, mirrors); for models trained on "

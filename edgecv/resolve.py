@@ -13,7 +13,7 @@ from .modelfile import MODEL_SUFFIXES, load_spec
 from .spec import ModelSpec
 
 # The file suffix each backend runs (a shipped name with --backend picks that artefact).
-BACKEND_SUFFIX = {"onnxruntime": ".onnx", "litert": ".tflite", "keras": ".keras"}
+BACKEND_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".onnx", "litert": ".tflite", "keras": ".keras"}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import io
 import zipfile
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

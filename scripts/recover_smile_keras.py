@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "edgecv" / "zoo" / "smile.onnx"
@@ -48,7 +48,6 @@ def onnx_weights(path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[
 
 def rebuild(path: Path = SOURCE):
     import keras
-
     from edgecv.train.nets.registry import create_model
 
     convs, dense, bns = onnx_weights(path)
