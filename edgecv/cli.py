@@ -12,10 +12,7 @@ from typing import Callable, Sequence
 from .errors import EdgecvError
 from .safeio import oserror_line
 
-# OpenCV reads its decode limit once, when it loads: set it before any command imports cv2, so an
-# image in a format whose header edgecv.images does not parse (any content OpenCV sniffs, whatever
-# the file's name) still stops at edgecv's pixel limit instead of OpenCV's 1,073,741,824.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", os.environ.get("EDGECV_MAX_IMAGE_PIXELS", "40000000"))
+# OpenCV's decode limit (OPENCV_IO_MAX_IMAGE_PIXELS) is set in edgecv/__init__.py, before any cv2 import.
 
 # name -> module whose `add_parser(subparsers)` registers it. A module that fails to import (a
 # layer whose extra is not installed) leaves its commands out with a note in --help.
@@ -41,7 +38,7 @@ EPILOG = """examples:
 
 # Optional dependencies -> the extra that installs them (an edge box has none of these).
 EXTRAS = {"tensorflow": "train", "keras": "train", "h5py": "train", "sklearn": "train", "matplotlib": "train",
-          "imutils": "train", "tf2onnx": "export", "onnx": "export", "captcha": "captcha"}
+          "tf2onnx": "export", "onnx": "export", "captcha": "captcha"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
