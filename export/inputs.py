@@ -37,8 +37,8 @@ INPUTS: dict[str, InputKind] = {k.name: k for k in (
     InputKind("uint8-rgb", "NxHxWx3 uint8 RGB pixels at the model's size; colour conversion, scaling and "
                            "(for int8) quantization inside the graph, uint8 output for int8",
               ("classify", "smile"),
-              "camera-frame consumers (MediaPipe ImageClassifier, Android, NNAPI/Coral delegates) feed image "
-              "classifiers; a captcha model reads a binarised, padded gray crop that its own segmenter makes"),
+              "the consumers that hand over camera frames (MediaPipe ImageClassifier, Android, NNAPI/Coral "
+              "delegates) run image classifiers; a captcha model reads a gray captcha image its own chain prepares"),
 )}
 
 
