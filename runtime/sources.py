@@ -156,12 +156,17 @@ class CaptureReader(Reader):
         if not cap.isOpened():
             cap.release()
             raise SourceError(self._why_not())
+        # The container's size first: a frame above the limit is refused before one is decoded.
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if w * h > max_frame_pixels():
+            cap.release()
+            self._check_size(w, h)
         # Probe one frame now: a file that opens but decodes nothing is an error at start, not an empty run.
         ok, image = cap.read()
         if not ok or image is None:
             cap.release()
             raise SourceError(self._why_not(opened=True))
-        self._check_size(image)
+        self._check_size(image.shape[1], image.shape[0])
         self._first = image
         self.cap = cap
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -169,9 +174,8 @@ class CaptureReader(Reader):
             n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             self.expected_frames = n if n > 0 else None
 
-    def _check_size(self, image: np.ndarray) -> None:
-        h, w = image.shape[:2]
-        if h * w > max_frame_pixels():
+    def _check_size(self, w: int, h: int) -> None:
+        if w * h > max_frame_pixels():
             raise SourceError(f"{redact_url(self.target)}: {w}x{h} frames exceed the {max_frame_pixels():,}-pixel "
                               "limit (--max-frame-pixels or EDGECV_MAX_FRAME_PIXELS raises it)")
 
@@ -205,7 +209,7 @@ class CaptureReader(Reader):
         ok, image = self.cap.read()
         if not ok or image is None:
             return None
-        self._check_size(image)  # a stream may change size mid-way
+        self._check_size(image.shape[1], image.shape[0])  # a stream may change size mid-way
         return image
 
     def close(self) -> None:
