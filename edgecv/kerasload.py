@@ -4,7 +4,6 @@ Keras is imported lazily (an edge box has none: then the message names the extra
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from .errors import ModelError
@@ -23,9 +22,7 @@ def load_keras_model(path: str | os.PathLike, compile: bool = False) -> Any:
     except Exception as e:  # Keras raises ValueError/TypeError/OSError for bad or unsafe files
         msg = str(e)
         if "Lambda" in msg or "safe_mode" in msg:
-            name = re.search(r"layer(?: named)? '?([\w.-]+)'?", msg)
-            which = f" ({name.group(1)})" if name else ""
-            raise ModelError(f"{path}: refused: the model contains a Lambda layer{which}, i.e. arbitrary Python "
-                             "code, which edgecv does not load (Keras safe mode); rebuild it with standard "
-                             "or registered custom layers") from None
+            raise ModelError(f"{path}: the model contains a Lambda layer (arbitrary Python code), which "
+                             "edgecv refuses to load (Keras safe mode); rebuild it with standard or registered "
+                             "custom layers") from None
         raise ModelError(f"{path}: Keras cannot load this model ({first_line(e)})") from None

@@ -157,6 +157,8 @@ def load_spec(path: str | os.PathLike) -> ModelSpec:
         return ModelSpec.load(side)
     if path.suffix == ".keras" and (path.parent / "spec.json").exists():
         return ModelSpec.load(path.parent / "spec.json")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # name a garbage file as such first
+        raise ModelError(f"{path}: not a loadable Keras model (a .keras file is a zip archive)")
     raise ModelSpecError(f"{path}: no ModelSpec embedded and no {side.name} beside it")
 
 

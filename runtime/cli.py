@@ -10,12 +10,12 @@ import json
 import logging
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from edgecv.errors import ConfigError
 
 log = logging.getLogger("edgecv.run")
+DETECT_MIN_WIDTH = 64  # narrower, a 30 px face would fill half the frame
 
 EXAMPLES = """examples:
   edgecv run --model smile.tflite --source 0
@@ -36,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") -> None:
     """The options `edgecv run` shares with the apps built on the pipeline (`edgecv smile`)."""
+    from edgecv.safeio import finite_float, int_at_least
+
     from .backends import BACKENDS, DEVICES
     from .sources import POLICIES
 
@@ -47,30 +49,35 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--detector", default=detector_default, choices=["haar", "yunet", "none"],
                    help=f"face detector whose boxes are classified; none classifies whole frames "
                         f"(default {detector_default})")
-    p.add_argument("--detect-width", type=int, default=None, metavar="PX",
+    p.add_argument("--detect-width", type=int_at_least(DETECT_MIN_WIDTH, "(the detectors' smallest face is 30 px)"),
+                   default=None, metavar="PX",
                    help="detect on frames downscaled to this width (default 300 for haar, 320 for yunet)")
-    p.add_argument("--detect-workers", type=int, default=1, metavar="N", help="detector threads (default 1)")
+    p.add_argument("--detect-workers", type=int, metavar="N",
+                   help="detector threads (default: one per usable CPU, up to 8, with a detector; 1 without)")
     p.add_argument("--detect-every", type=int, default=1, metavar="K",
                    help="detect on every K-th frame of a source and predict its boxes in between (default 1)")
     p.add_argument("--backend", choices=BACKENDS, help="default: from the model file's suffix")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="onnxruntime execution provider (default cpu)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="capture and replay CUDA graphs (onnxruntime on --device cuda; a warning elsewhere)")
-    p.add_argument("--threads", type=int, metavar="N", help="inference threads")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="inference threads (default: 1 with a detector; the usable CPUs, up to 8, without)")
     p.add_argument("--batch", type=int, default=32, metavar="N", help="largest inference batch (default 32)")
-    p.add_argument("--max-delay-ms", type=float, default=5.0, metavar="MS",
+    p.add_argument("--max-delay-ms", type=finite_float(0, 60_000), default=5.0, metavar="MS",
                    help="longest a crop waits for its batch to fill (default 5)")
     p.add_argument("--policy", choices=POLICIES,
                    help="latest drops stale frames, every loses none (default: latest for live, every for files)")
-    p.add_argument("--max-fps", type=float, metavar="N",
+    p.add_argument("--max-fps", type=finite_float(0, above=True), metavar="N",
                    help="process at most N frames a second per source (live: skip; files: pace)")
     p.add_argument("--no-display", action="store_true", help="never open a window")
     p.add_argument("--save", metavar="OUT", help="annotated video: .avi (MJPG) or .mp4 (mp4v)")
     p.add_argument("--json-out", metavar="FILE", help="JSON lines, one event per frame")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--metrics-interval", type=float, default=5.0, metavar="S",
+    p.add_argument("--metrics-interval", type=finite_float(0), default=5.0, metavar="S",
                    help="print metrics every S seconds to stderr (0: never; default 5)")
     p.add_argument("--summary-out", metavar="FILE", help="also write the final JSON summary to FILE")
+    p.add_argument("--max-frame-pixels", type=int_at_least(1), metavar="N",
+                   help="refuse decoded frames larger than N pixels (default 40,000,000)")
 
 
 def read_sources_file(path: str) -> list[tuple[str, dict[str, Any]]]:
@@ -81,12 +88,9 @@ def read_sources_file(path: str) -> list[tuple[str, dict[str, Any]]]:
     """
     from .sources import POLICIES
 
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ConfigError(f"--sources-file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--sources-file {path}: cannot read ({e})") from None
+    from edgecv.safeio import read_text_limited
+
+    lines = read_text_limited(path, "--sources-file").splitlines()  # bounded: /dev/zero is refused
     out = []
     for number, line in enumerate(lines, 1):
         text = line.strip()
@@ -120,8 +124,21 @@ def _positive(name: str, value: Any) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline, PipelineState
+    from edgecv.resolve import resolve
+
+    return run_model(args, resolve(args.model, args.backend), args.detector)
+
+
+def run_model(args: argparse.Namespace, ref, detector: str, detector_options: dict[str, Any] | None = None) -> int:
+    """Run a resolved model (edgecv.resolve.ModelRef) with the run options on `args` and print the
+    summary: the body of `edgecv run` and of the apps built on the pipeline (`edgecv smile`).
+    Returns the exit code."""
+    from .build import open_pipeline
+    from .machine import choose_defaults, usable_cpus
+    from .pipeline import Pipeline, PipelineOptions, PipelineState
+    from .outputs import check_outputs, commit_only_if, no_output_reason, write_summary
     from .sinks import JsonLinesSink, VideoSink, WindowSink, display_available
+    from .sources import set_max_frame_pixels
 
     entries = [(src, {}) for src in args.source]
     if args.sources_file:
@@ -129,10 +146,22 @@ def run_command(args: argparse.Namespace) -> int:
     sources = [src for src, _ in entries]
     if not sources:
         raise ConfigError("no source given: use --source S (repeatable) or --sources-file F")
+    check_outputs(args, sources, model=getattr(ref, "path", None))  # before anything is opened or written
+    set_max_frame_pixels(getattr(args, "max_frame_pixels", None))
     for name in ("batch", "threads", "max_frames", "detect_workers", "detect_width", "detect_every"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.max_delay_ms < 0:
         raise ConfigError(f"--max-delay-ms must be >= 0; got {args.max_delay_ms}")
+    if args.max_fps is not None and args.max_fps <= 0:
+        raise ConfigError(f"--max-fps must be positive; got {args.max_fps}")
+    # Defaults from the CPUs this process may use (runtime.machine); an explicit flag wins.
+    chosen = choose_defaults(usable_cpus(), len(sources), detector != "none", args.detect_workers, args.threads)
+    options = PipelineOptions(max_batch=args.batch, max_delay_ms=args.max_delay_ms,
+                              detect_workers=chosen.detect_workers, detect_every=args.detect_every,
+                              max_frames=args.max_frames, metrics_interval=args.metrics_interval)
+    det_opts = dict(detector_options or {})
+    if args.detect_width and detector != "none":
+        det_opts["width"] = args.detect_width
 
     sinks: list = []
     holder: dict[str, Pipeline] = {}
@@ -146,20 +175,17 @@ def run_command(args: argparse.Namespace) -> int:
         sinks.append(VideoSink(args.save, per_source=len(sources) > 1))
     if args.json_out:
         sinks.append(JsonLinesSink(args.json_out))
-
-    det_opts = {"width": args.detect_width} if args.detect_width and args.detector != "none" else {}
-    if args.detector != "none":
-        det_opts.update(getattr(args, "detector_extra", {}).get(args.detector, {}))
-    if args.max_fps is not None and args.max_fps <= 0:
-        raise ConfigError(f"--max-fps must be positive; got {args.max_fps}")
-    pipeline = Pipeline(args.model, sources, detector=args.detector, detector_options=det_opts,
-                        backend=args.backend, device=args.device, threads=args.threads, max_batch=args.batch,
-                        cuda_graph=args.cuda_graph, source_options=[opts for _, opts in entries],
-                        max_delay_ms=args.max_delay_ms, policy=args.policy, sinks=sinks,
-                        detect_workers=args.detect_workers, detect_every=args.detect_every, max_fps=args.max_fps,
-                        max_frames=args.max_frames,
-                        metrics_interval=args.metrics_interval)
+    try:
+        pipeline = open_pipeline(ref, sources, detector=detector, detector_options=det_opts, backend=args.backend,
+                                 device=args.device, threads=chosen.threads, cuda_graph=args.cuda_graph,
+                                 policy=args.policy, max_fps=args.max_fps,
+                                 source_options=[opts for _, opts in entries], sinks=sinks, options=options)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
     holder["p"] = pipeline
+    commit_only_if(sinks, lambda: pipeline.error is None)  # a failed run leaves the earlier outputs
     signals = {"n": 0}
 
     def on_signal(signum, _frame) -> None:
@@ -181,13 +207,14 @@ def run_command(args: argparse.Namespace) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     summary = pipeline.summary()
+    summary["defaults"] = chosen.to_dict()
     video = next((s for s in sinks if isinstance(s, VideoSink)), None)
     if video is not None:
         summary["outputs"] = {sid: {"path": str(path), "frames": video.frames[sid]} for sid, path in video.paths.items()}
     text = json.dumps(summary, indent=2, sort_keys=True)
     print(text)
     if args.summary_out:
-        Path(args.summary_out).write_text(text + "\n", encoding="utf-8")
+        write_summary(args.summary_out, text)
     if pipeline.state is PipelineState.FAILED:
         print(f"edgecv: error: {pipeline.error}", file=sys.stderr)
         return 1
@@ -195,5 +222,9 @@ def run_command(args: argparse.Namespace) -> int:
         # The other sinks kept running, but an output the user asked for is incomplete: say so.
         failed = "; ".join(f"{k}: {v}" for k, v in summary["sinks_failed"].items())
         print(f"edgecv: error: output failed during the run ({failed})", file=sys.stderr)
+        return 1
+    reason = no_output_reason(summary, interrupted=signals["n"] > 0)
+    if reason:
+        print(f"edgecv: error: {reason}", file=sys.stderr)
         return 1
     return 0

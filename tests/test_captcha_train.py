@@ -34,7 +34,7 @@ def test_tiny_digit_run(tmp_path):
         assert (run / f).is_file(), f
     spec = load_spec(run)
     assert spec.task == "captcha-digits" and spec.labels == tuple("123456789")
-    assert spec.input_shape == (28, 28, 1) and spec.preprocess[1]["mode"] == "pad"
+    assert spec.input_shape == (28, 28, 1) and spec.preprocess[1].mode == "pad"
     report = json.loads((run / "eval.json").read_text())
     assert report["n"] == 125 and "coverage" in report
     # The held-out captchas' digits were kept out of training.

@@ -347,7 +347,9 @@ def test_gate_compares_ctc_models_by_decoded_text():
     same_text = probs([[0, 3, 3, 1, 1], [2, 2, 3, 2, 3], [1, 3, 3, 3, 0]])   # per step: all differ
     other_text = probs([[0, 0, 3, 1, 3], [2, 3, 3, 2, 2], [1, 1, 1, 3, 1]])  # one text differs
     samples = Samples(np.zeros((3, 8, 8, 1), np.float32), None, "test")
-    kw = dict(fmt="tflite", quant="int8", path="x.tflite", max_drop=1.0, size_bytes=1, source_bytes=1,
+    spec = ModelSpec(name="ctc", task="captcha-ctc", input_shape=(8, 8, 1), colour="gray",
+                     preprocess=tuple(default_chain((8, 8, 1))), charset="abc")
+    kw = dict(spec=spec, fmt="tflite", quant="int8", path="x.tflite", max_drop=1.0, size_bytes=1, source_bytes=1,
               fp32_weight_bytes=1, runtime="litert")
     r = compare(ref, same_text, samples, **kw)
     assert r.agreement == 1.0 and r.passed and r.extra["step_agreement"] == 0.0

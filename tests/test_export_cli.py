@@ -141,5 +141,5 @@ def test_zip_that_is_not_a_keras_model(models, tmp_path):
     bogus = tmp_path / "bogus.keras"
     with zipfile.ZipFile(bogus, "w") as z:
         z.writestr("hello.txt", "not a model")
-    with pytest.raises(ModelError, match=r"bogus\.keras: cannot load the Keras model"):
+    with pytest.raises(ModelError, match=r"bogus\.keras: Keras cannot load this model"):
         load_keras(bogus)

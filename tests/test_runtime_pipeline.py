@@ -61,7 +61,7 @@ def test_smile_video_through_the_pipeline(smile_model_files, data_dir, tmp_path,
                 assert 0 <= d.box.x and d.box.x + d.box.w <= 1920 and d.box.y + d.box.h <= 1080
                 x = apply_chain([d.box.crop(r.frame.image)], spec.preprocess, spec.input_shape)
                 want = decode.predictions(spec, alone.run(x), 1)[0]
-                assert (d.label, d.index) == (want.label, want.index) and abs(d.score - want.score) < 1e-4
+                assert (d.label, d.label_index) == (want.label, want.index) and abs(d.score - want.score) < 1e-4
     lines = [json.loads(x) for x in events.read_text().splitlines()]
     assert len(lines) == 55 and sum(len(e["detections"]) for e in lines) == faces
     assert {"detect", "preprocess", "infer", "decode"} <= set(lines[0]["timings_ms"])
