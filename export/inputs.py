@@ -11,6 +11,7 @@ consumer would.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,7 @@ def get_input(name: str) -> InputKind:
 
 def kind_of(spec: ModelSpec) -> str:
     """The input kind an exported artefact's spec records (`float` when none)."""
-    export = spec.extra.get("export") if isinstance(spec.extra, dict) else None
+    export = spec.extra.get("export") if isinstance(spec.extra, Mapping) else None
     return str(export.get("input", "float")) if isinstance(export, dict) else "float"
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,7 @@ def label_lines(spec: ModelSpec) -> list[str]:
     sigmoid output the one label its probability is of."""
     if spec.output == "ctc":
         chars = list(spec.charset or "")
-        blank = int(spec.extra.get("blank", len(chars))) if isinstance(spec.extra, dict) else len(chars)
+        blank = int(spec.extra.get("blank", len(chars))) if isinstance(spec.extra, Mapping) else len(chars)
         return chars[:blank] + [BLANK] + chars[blank:]
     if spec.output == "sigmoid":
         return [spec.labels[1]] if len(spec.labels) > 1 else list(spec.labels)

@@ -135,3 +135,22 @@ def test_exactly_one_cv2_and_it_is_opencv_4():
     assert cv2.__version__.startswith("4."), cv2.__version__
     assert hasattr(cv2, "CascadeClassifier")   # the runtime's Haar detector (gone in OpenCV 5)
     assert "mediapipe" in dists and "openvino" in dists
+
+
+def test_openvino_runs_the_qdq_model_as_int8():
+    """The int8 artefact's convolutions run in OpenVINO's integer kernels (VNNI/AMX where the CPU has
+    them), the fp32 one's in f32: what `int8` means on this backend."""
+    from edgecv.resolve import resolve
+    from edgecv.runtime.backends import open_backend
+
+    need("openvino")
+
+    def conv_precisions(name: str) -> set[str]:
+        ref = resolve(zoo.ZOO_DIR / name)
+        with open_backend(ref.path, ref.spec, backend="openvino") as be:
+            ops = be.compiled.get_runtime_model().get_ordered_ops()
+            return {op.get_rt_info()["runtimePrecision"].astype(str) for op in ops
+                    if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+
+    assert conv_precisions("smile.int8.onnx") <= {"u8", "i8"}
+    assert conv_precisions("smile.onnx") == {"f32"}
