@@ -141,6 +141,8 @@ class VideoSink:
         # The writer opens at the first frame (its size is not known before); a folder that cannot
         # hold the file is a user error now, not a sink that dies mid-run. Nothing is created yet.
         check_output(self.path, "--save")
+        if is_special(self.path):  # both containers seek back to write their index at the end
+            raise OutputError(f"cannot write {self.path}: a video is written to a regular file, not a pipe or device")
         self.fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[suffix])
         self.per_source = per_source
         self.fps = fps
@@ -267,14 +269,16 @@ class JsonLinesSink:
         try:
             if self._fd is None:
                 target = self._out.open()
-                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
                 if self._out.special:
-                    flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
-                self._fd = os.open(target, flags, 0o644)
+                    self._fd = _open_special(target)
+                else:
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+                    self._fd = os.open(target, flags, 0o644)
             write_all(self._fd, data)
         except OSError as e:
             self.failed = True
-            raise OutputError(f"cannot write {self.path}: {e.strerror or e} (after {self.lines} complete lines)") from None
+            why = "a FIFO with no reader" if e.errno == errno.ENXIO else (e.strerror or str(e))
+            raise OutputError(f"cannot write {self.path}: {why} (after {self.lines} complete lines)") from None
         self.lines += 1
 
     def close(self) -> None:
@@ -282,6 +286,14 @@ class JsonLinesSink:
             fd, self._fd = self._fd, None
             os.close(fd)
         self._out.finish(not self.failed and self.lines > 0 and _keep(self))
+
+
+def _open_special(path: Path) -> int:
+    """Open a FIFO or device for writing. A FIFO with no reader is an error now (ENXIO from a
+    non-blocking open) instead of a sink thread blocked forever in open(2)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    os.set_blocking(fd, True)
+    return fd
 
 
 class CallbackSink:

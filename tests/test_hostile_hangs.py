@@ -171,3 +171,49 @@ def test_max_delay_inf_at_the_command_line_is_one_line_and_exit_2():
                    *FAST, timeout=60)
     err = assert_clean_error(proc, r"argument --max-delay-ms: expected a finite number; got 'inf'")
     assert proc.returncode == 2 and err.strip().splitlines()[-1].startswith("edgecv run: error:")
+
+
+@needs_fifo
+def test_json_out_to_a_fifo_without_reader_fails_instead_of_blocking(tmp_path):
+    out = tmp_path / "events.fifo"
+    os.mkfifo(out)
+    proc = run_cli("run", "--model", str(MODEL), "--source", "synthetic://32x32?frames=3", "--json-out", str(out),
+                   *FAST, timeout=120)  # before: the sink thread blocked in open(2) and the run never ended
+    assert_clean_error(proc, r"cannot write .*events\.fifo: a FIFO with no reader")
+    assert proc.returncode == 1
+
+
+@needs_fifo
+@pytest.mark.skipif(not os.path.exists("/proc/self/wchan"), reason="needs /proc/PID/task/TID/wchan (Linux)")
+def test_json_out_to_a_fifo_with_a_reader_streams_every_line(tmp_path):
+    out = tmp_path / "events.fifo"
+    os.mkfifo(out)
+    got: list[bytes] = []
+    tid: list[int] = []
+
+    def reader() -> None:
+        tid.append(threading.get_native_id())
+        with open(out, "rb") as f:
+            got.extend(f.read().splitlines())
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30  # bounds a broken test; not a speed check
+    while time.monotonic() < deadline:  # until the reader blocks in open(2), waiting for a writer
+        if tid and open(f"/proc/self/task/{tid[0]}/wchan").read().strip() == "wait_for_partner":
+            break
+        time.sleep(0.02)
+    proc = run_cli("run", "--model", str(MODEL), "--source", "synthetic://32x32?frames=4", "--json-out", str(out),
+                   *FAST, timeout=120)
+    t.join(30)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert [json.loads(x)["frame"] for x in got] == [0, 1, 2, 3]
+
+
+@needs_fifo
+def test_save_to_a_fifo_is_refused(tmp_path):
+    out = tmp_path / "v.avi"
+    os.mkfifo(out)
+    proc = run_cli("run", "--model", str(MODEL), "--source", "synthetic://32x32?frames=3", "--save", str(out),
+                   *FAST, timeout=120)
+    assert_clean_error(proc, r"a video is written to a regular file, not a pipe or device")
