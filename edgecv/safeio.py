@@ -72,6 +72,8 @@ def check_output(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.P
     shown = f"{flag} {p}"
     if str(path) == "" or p.name in ("", ".", ".."):
         raise OutputError(f"{shown}: not a file name")
+    if len(p.name.encode(errors="surrogateescape")) > 255:
+        raise OutputError(f"{flag}: file name longer than 255 bytes")
     for inp in inputs:
         if inp is not None and same_file(p, inp):
             raise OutputError(f"cannot write {p}: {flag} is the same file as the input {inp}; "
@@ -99,10 +101,15 @@ def check_output(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.P
 
 
 # --- temporary outputs renamed into place -----------------------------------------------------------
+def _temp_base(p: Path) -> str:
+    # A name near NAME_MAX (255 bytes) would not fit with the tag added: its temporary is shortened.
+    return p.name if len(p.name.encode()) <= 180 else p.name.encode()[:180].decode(errors="ignore")
+
+
 def temp_path(path: str | os.PathLike) -> Path:
     """The hidden temporary name of `path` for this process."""
     p = Path(path)
-    return p.with_name(f".{p.name}{TMP_TAG}{os.getpid()}.part{p.suffix}")
+    return p.with_name(f".{_temp_base(p)}{TMP_TAG}{os.getpid()}.part{p.suffix[:16]}")
 
 
 def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
@@ -110,7 +117,7 @@ def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
     p = Path(path)
     removed = []
     try:
-        candidates = list(p.parent.glob(f".{_glob_escape(p.name)}{TMP_TAG}*.part*"))
+        candidates = list(p.parent.glob(f".{_glob_escape(_temp_base(p))}{TMP_TAG}*.part*"))
     except OSError:
         return removed
     for c in candidates:

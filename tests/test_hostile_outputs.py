@@ -218,3 +218,12 @@ def test_extraction_larger_than_the_free_space_is_refused_before_writing(full_di
     with pytest.raises(DataError, match=r"extracting needs 3 MB and .* has 1 MB free"):
         extract_zip(z, full_disk / "cache" / "big")
     assert [p for p in full_disk.rglob("*") if p.is_file()] == []  # nothing written
+
+
+def test_output_names_at_the_file_name_limit(tmp_path):
+    near = tmp_path / ("e" * 240 + ".jsonl")  # 246 bytes: fits, but not with a temporary tag added
+    proc = run("--source", "synthetic://32x32?frames=2", "--json-out", str(near))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert len(near.read_text().splitlines()) == 2 and not temps(tmp_path)
+    proc = run("--source", "synthetic://32x32?frames=2", "--json-out", str(tmp_path / ("e" * 300)))
+    assert_clean_error(proc, r"--json-out: file name longer than 255 bytes")
