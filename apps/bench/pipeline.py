@@ -39,6 +39,11 @@ PIPELINES: dict[str, dict[str, Any]] = {
                                      "options": {"detect_every": 2}},
     "pipeline yunet@320 every 3rd": {"detector": "yunet", "detector_options": {"width": 320},
                                      "options": {"detect_every": 3}},
+    # What `edgecv run --detector yunet` and `edgecv smile` choose on this machine (runtime.machine):
+    # one detect worker per usable CPU, one inference thread. The rows above keep one worker, so
+    # they compare across versions.
+    "pipeline yunet@320, run defaults": {"detector": "yunet", "detector_options": {"width": 320},
+                                         "machine_defaults": True},
 }
 DECODE, LITERT_LOOP, KERAS_LOOP = "decode only", "book loop, LiteRT per face", "book loop, Keras predict per face"
 
@@ -132,9 +137,15 @@ def run_pipeline(video: str, model: str, setup: Mapping[str, Any], max_frames: i
     from edgecv.runtime.detect import make_detector
     from edgecv.runtime.pipeline import Pipeline, PipelineOptions
 
+    from edgecv.runtime.machine import choose_defaults, usable_cpus
+
     ref = resolve(model)
-    options = PipelineOptions(**{**setup.get("options", {}), "max_frames": max_frames})
     name, det_options = setup.get("detector", "none"), setup.get("detector_options", {})
+    fields, threads = {**setup.get("options", {}), "max_frames": max_frames}, None
+    if setup.get("machine_defaults"):
+        chosen = choose_defaults(usable_cpus(), 1, name != "none")
+        fields["detect_workers"], threads = chosen.detect_workers, chosen.threads
+    options = PipelineOptions(**fields)
     factory = None
     if name != "none":
         # One detector per worker (they are not thread-safe) and one for the check at start,
@@ -143,7 +154,7 @@ def run_pipeline(video: str, model: str, setup: Mapping[str, Any], max_frames: i
 
         def factory():
             return built.pop() if built else make_detector(name, **det_options)
-    backend = open_backend(ref.path, ref.spec)
+    backend = open_backend(ref.path, ref.spec, threads=threads)
     try:
         t0 = time.perf_counter()
         summary = Pipeline(backend, build_sources([video]), factory, (), options).run()
@@ -151,7 +162,7 @@ def run_pipeline(video: str, model: str, setup: Mapping[str, Any], max_frames: i
     finally:
         backend.close()
     return dict(_rate(summary["frames"], dt, summary["sources"]["s0"]["faces"]),
-                mean_batch=summary["batches"]["mean_size"],
+                detect_workers=options.detect_workers, threads=threads, mean_batch=summary["batches"]["mean_size"],
                 stages_ms_p50={k: v["p50"] for k, v in summary["stages_ms"].items()})
 
 
