@@ -16,6 +16,8 @@ from edgecv.spec import ModelSpec
 
 from .backend_base import DEFAULT_BUCKETS, BackendBase, InputSpec, check_rows
 
+MAX_TFLITE_BYTES = 2**31
+
 
 class _Bucket:
     """One batch bucket's interpreter with everything a call needs, set up once.
@@ -133,6 +135,10 @@ class LiteRTBackend(BackendBase):
         self.buckets = tuple(sorted(set(int(b) for b in buckets)))
         if not self.buckets or self.buckets[0] < 1:
             raise ConfigError(f"batch buckets must be positive ints; got {buckets!r}")
+        # A flatbuffer cannot exceed 2 GiB: a larger file is refused before it is read into memory.
+        size = self.path.stat().st_size
+        if size > MAX_TFLITE_BYTES:
+            raise ModelError(f"{self.path}: {size:,} bytes is more than a TFLite flatbuffer can hold (2 GiB)")
         self._content = self.path.read_bytes()
         self._factory = _litert_factory()
         # get_input_details()/get_output_details() build dicts on every call (20-60 us each: 10-25%

@@ -238,3 +238,12 @@ def test_frames_above_the_pixel_limit_are_refused_and_the_flag_raises_it(tmp_pat
     assert proc.returncode == 0, proc.stderr.decode()
     with pytest.raises(SourceError, match="exceed the 40,000,000-pixel limit"):
         parse_source("synthetic://20000x20000?frames=1")
+
+
+def test_a_tflite_larger_than_a_flatbuffer_is_refused_before_it_is_read(tmp_path):
+    big = tmp_path / "big.tflite"
+    with open(big, "wb") as f:
+        f.truncate(3 * 2**30)  # sparse: 3 GiB claimed, nothing on disk
+    (tmp_path / "big.tflite.spec.json").write_bytes((MODEL.parent / "smile.fp16.tflite.spec.json").read_bytes())
+    proc = run_cli("run", "--model", str(big), "--source", "synthetic://32x32?frames=2", *FAST, timeout=120)
+    assert_clean_error(proc, r"big\.tflite: 3,221,225,472 bytes is more than a TFLite flatbuffer can hold")
