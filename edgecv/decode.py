@@ -81,21 +81,31 @@ def expected_columns(spec: ModelSpec) -> int | None:
     return len(spec.labels) or None  # a spec without labels names classes by index
 
 
-def indices(spec: ModelSpec, outputs: np.ndarray, n: int | None = None) -> np.ndarray:
-    """The decided class index per input (int64, shape N)."""
+def decide(spec: ModelSpec, outputs: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The decided class index (int64) and its probability (float32) per input, for a whole batch
+    at once: the pipeline decodes each batch here, not each frame."""
     p = probabilities(spec, outputs, n)
     if spec.output == "sigmoid":
-        return (p[:, 1] >= THRESHOLD).astype(np.int64)
-    return p.argmax(axis=1).astype(np.int64)
+        idx = (p[:, 1] >= THRESHOLD).astype(np.int64)
+    else:
+        idx = p.argmax(axis=1).astype(np.int64)
+    return idx, p[np.arange(len(idx)), idx]
+
+
+def indices(spec: ModelSpec, outputs: np.ndarray, n: int | None = None) -> np.ndarray:
+    """The decided class index per input (int64, shape N)."""
+    return decide(spec, outputs, n)[0]
+
+
+def label(spec: ModelSpec, index: int) -> str:
+    """The name of class `index` (its number when the spec has no labels)."""
+    return spec.labels[index] if index < len(spec.labels) else str(index)
 
 
 def predictions(spec: ModelSpec, outputs: np.ndarray, n: int | None = None) -> list[Prediction]:
     """Label, index and probability of the decided class, per input."""
-    p = probabilities(spec, outputs, n)
-    idx = (p[:, 1] >= THRESHOLD).astype(np.int64) if spec.output == "sigmoid" else p.argmax(axis=1)
-    labels = spec.labels
-    return [Prediction(labels[i] if i < len(labels) else str(i), int(i), float(p[k, i]))
-            for k, i in enumerate(idx)]
+    idx, score = decide(spec, outputs, n)
+    return [Prediction(label(spec, int(i)), int(i), float(s)) for i, s in zip(idx, score)]
 
 
 def texts(spec: ModelSpec, outputs: np.ndarray, n: int | None = None):
