@@ -78,6 +78,13 @@ def check_output(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.P
         if inp is not None and same_file(p, inp):
             raise OutputError(f"cannot write {p}: {flag} is the same file as the input {inp}; "
                               "choose another output path")
+    if p.is_symlink():
+        try:
+            p.resolve(strict=True)
+        except (OSError, RuntimeError) as e:
+            loop = isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP
+            raise OutputError(f"cannot write {p}: {'a symbolic link loop' if loop else 'a broken symbolic link'}") \
+                from None
     if p.is_dir():
         raise OutputError(f"cannot write {p}: {flag} is a folder")
     if p.exists():
@@ -104,6 +111,17 @@ def check_output(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.P
 def _temp_base(p: Path) -> str:
     # A name near NAME_MAX (255 bytes) would not fit with the tag added: its temporary is shortened.
     return p.name if len(p.name.encode()) <= 180 else p.name.encode()[:180].decode(errors="ignore")
+
+
+def output_target(path: str | os.PathLike) -> Path:
+    """The file an output replaces: a symbolic link's target (the link stays a link), else the path."""
+    p = Path(path)
+    if p.is_symlink():
+        try:
+            return p.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return p
+    return p
 
 
 def temp_path(path: str | os.PathLike) -> Path:
@@ -184,7 +202,7 @@ def discard(tmp: str | os.PathLike | None) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `path` whole or not at all (a full disk or a kill leaves the earlier file)."""
-    p = Path(path)
+    p = output_target(path)
     if is_special(p):
         with open(p, "wb") as f:
             f.write(data)

@@ -15,7 +15,8 @@ from typing import Callable, Iterable, Protocol, runtime_checkable
 import cv2
 
 from edgecv.errors import ConfigError
-from edgecv.safeio import OutputError, check_output, clean_stale_temps, commit, discard, is_special, temp_path, write_all
+from edgecv.safeio import (OutputError, check_output, clean_stale_temps, commit, discard, is_special, output_target,
+                           temp_path, write_all)
 
 from .results import FrameResult
 
@@ -78,7 +79,7 @@ class _Output:
     (a FIFO or device is written in place). The temporary of a killed run is removed by the next one."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = output_target(path)  # through a symbolic link to the file it names
         self.special = False
         self.tmp: Path | None = None
 

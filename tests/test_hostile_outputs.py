@@ -227,3 +227,22 @@ def test_output_names_at_the_file_name_limit(tmp_path):
     assert len(near.read_text().splitlines()) == 2 and not temps(tmp_path)
     proc = run("--source", "synthetic://32x32?frames=2", "--json-out", str(tmp_path / ("e" * 300)))
     assert_clean_error(proc, r"--json-out: file name longer than 255 bytes")
+
+
+def test_an_output_through_a_symlink_replaces_its_target_and_loops_are_refused(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "t.jsonl"
+    target.write_text("earlier\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    proc = run("--source", "synthetic://32x32?frames=2", "--json-out", str(link))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert link.is_symlink() and len(target.read_text().splitlines()) == 2
+    (tmp_path / "a.json").symlink_to(tmp_path / "b.json")
+    (tmp_path / "b.json").symlink_to(tmp_path / "a.json")
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "nowhere" / "x.json")
+    proc = run("--source", "synthetic://32x32?frames=2", "--json-out", str(tmp_path / "a.json"))
+    assert_clean_error(proc, r"a\.json: a symbolic link loop")
+    proc = run("--source", "synthetic://32x32?frames=2", "--summary-out", str(tmp_path / "dangling.json"))
+    assert_clean_error(proc, r"dangling\.json: a broken symbolic link")
+    assert (tmp_path / "a.json").is_symlink() and (tmp_path / "dangling.json").is_symlink()
