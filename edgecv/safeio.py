@@ -174,6 +174,10 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    try:  # the file replaced keeps its permissions
+        os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    except OSError:
+        pass
     os.replace(tmp, path)
     _fsync_dir(Path(path).parent)
 
