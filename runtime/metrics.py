@@ -12,7 +12,11 @@ from typing import Any
 
 import numpy as np
 
-STAGES = ("decode", "detect", "preprocess", "infer", "sink", "age")
+# Per frame, in the order a frame meets them: decode (the read), queue (captured -> a detect worker
+# takes it: the pipeline is behind when this grows), detect, preprocess, infer (per batch: the
+# model), order (inferred -> its turn at the sinks, behind earlier frames of its stream), sink, and
+# age (captured -> written: the sum a viewer sees).
+STAGES = ("decode", "queue", "detect", "preprocess", "infer", "order", "sink", "age")
 
 
 class Metrics:

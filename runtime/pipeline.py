@@ -63,6 +63,7 @@ class _Job:
     outputs: np.ndarray | None = None
     error: BaseException | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    t_done: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -332,6 +333,9 @@ class Pipeline:
             image = job.frame.image
             h, w = image.shape[:2]
             t0 = time.monotonic()
+            # Where a frame's time goes: waiting for a worker (queue), detect, preprocess, infer
+            # (batch forming + the model), waiting behind earlier frames (order), sink.
+            self.metrics.observe("queue", t0 - job.frame.t_capture)
             det = self._detector_for_thread()
             # With detect_every=k, frames between detections get boxes predicted by the tracker.
             reused = None if det is None else self._tracker.predict(job.frame.source_id, job.frame.index)
@@ -360,7 +364,8 @@ class Pipeline:
 
             def done(out: np.ndarray | None, err: BaseException | None) -> None:
                 job.outputs, job.error = out, err
-                job.timings["infer"] = (time.monotonic() - t_submit) * 1000
+                job.t_done = time.monotonic()
+                job.timings["infer"] = (job.t_done - t_submit) * 1000
                 job.done.set()
 
             self.batcher.submit(batch, done)
@@ -406,6 +411,8 @@ class Pipeline:
         dets = [Detection(b, decode.label(spec, int(i)), int(i), p) for b, (i, p) in zip(job.boxes, rows)]
         job.timings["decode"] = job.frame.decode_s * 1000
         result = FrameResult(job.frame, dets, job.timings, job.fps)
+        if job.t_done:
+            self.metrics.observe("order", time.monotonic() - job.t_done)
         for hook in self.hooks:
             hook(result)
         t0 = time.monotonic()

@@ -67,7 +67,7 @@ def test_smile_video_through_the_pipeline(smile_model_files, data_dir, tmp_path,
     assert {"detect", "preprocess", "infer", "decode"} <= set(lines[0]["timings_ms"])
     s = summary["sources"]["s0"]
     assert s["frames"] == 55 and s["faces"] == faces and s["state"] == "ended" and s["dropped"] == 0
-    assert {"decode", "detect", "preprocess", "infer", "sink", "age"} <= set(summary["stages_ms"])
+    assert {"decode", "queue", "detect", "preprocess", "infer", "order", "sink", "age"} <= set(summary["stages_ms"])
     assert summary["stages_ms"]["age"]["p99"] >= summary["stages_ms"]["age"]["p50"] > 0
 
 
