@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from edgecv.errors import ModelError
+from edgecv.errors import ConfigError, ModelError
 
 log = logging.getLogger("edgecv.smile")
 
@@ -31,6 +31,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smile",
                    help="shipped model name (default smile) or a .tflite/.onnx/.keras file with its spec")
     add_run_options(p, detector_default="yunet")
+    from edgecv.safeio import finite_float, int_at_least
+
+    g = p.add_argument_group("smile events and the smile shutter")
+    g.add_argument("--shutter", metavar="DIR",
+                   help="save the frame to DIR when everyone in a stream smiles (STREAM-FRAME.jpg)")
+    g.add_argument("--shutter-frames", type=int_at_least(1), default=5, metavar="N",
+                   help="everyone must have been smiling for N frames (default 5)")
+    g.add_argument("--shutter-interval", type=finite_float(0), default=10.0, metavar="S",
+                   help="at most one photo per stream every S seconds (default 10)")
+    g.add_argument("--smile-frames", type=int_at_least(1), default=3, metavar="N",
+                   help="frames in a row a score must hold to start or end a smile (default 3)")
     p.set_defaults(func=cmd_smile)
 
 
@@ -61,4 +72,14 @@ def cmd_smile(args: argparse.Namespace) -> int:
     detector = yunet_or_haar() if args.detector == "yunet" else args.detector
     # The face region comes from the model's ModelSpec (crop: square for the smile model), so
     # `edgecv run --model smile.onnx --detector yunet` feeds the same crops as this app.
-    return run_model(args, ref, detector)
+    from edgecv.apps.smile_events import SmileEvents, check_shutter_dir
+
+    if args.detector == "none":  # whole frames: no people, so no per-person events
+        if args.shutter:
+            raise ConfigError("--shutter needs a face detector (--detector yunet or haar), not none")
+        return run_model(args, ref, detector)
+    shutter = check_shutter_dir(args.shutter) if args.shutter else None
+    events = SmileEvents(smile_index=1, on_frames=args.smile_frames, off_frames=args.smile_frames,
+                         shutter=shutter, shutter_frames=args.shutter_frames,
+                         shutter_interval=args.shutter_interval)
+    return run_model(args, ref, detector, hooks=[events])

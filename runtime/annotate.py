@@ -14,9 +14,27 @@ def colour_for(index: int) -> tuple[int, int, int]:
     return PALETTE[index % len(PALETTE)]
 
 
+def _label(out: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int], scale: float,
+           thick: int, below: int | None = None) -> None:
+    """Text on a filled box of `colour`, its bottom-left at (x, y), kept inside the image (moved under
+    `below` when there is no room above). Black or white text, whichever reads better on the colour."""
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = 3 * thick
+    h, w = out.shape[:2]
+    top = y - th - base - 2 * pad
+    if top < 0 and below is not None:
+        top = below
+    top = min(max(0, top), max(0, h - th - base - 2 * pad))
+    x = min(max(0, x), max(0, w - tw - 2 * pad))
+    cv2.rectangle(out, (x, top), (x + tw + 2 * pad, top + th + base + 2 * pad), colour, cv2.FILLED)
+    ink = (0, 0, 0) if 0.114 * colour[0] + 0.587 * colour[1] + 0.299 * colour[2] > 140 else (255, 255, 255)
+    cv2.putText(out, text, (x + pad, top + pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thick, cv2.LINE_AA)
+
+
 def annotate(image: np.ndarray, boxes: Sequence[Sequence[int]], texts: Iterable[str] = (),
-             label_indices: Iterable[int] = ()) -> np.ndarray:
-    """A copy of `image` (HxWx3 uint8 BGR) with each box [x, y, w, h] drawn and its text above it."""
+             label_indices: Iterable[int] = (), header: str | None = None) -> np.ndarray:
+    """A copy of `image` (HxWx3 uint8 BGR) with each box [x, y, w, h] drawn and its text above it on a
+    filled background; `header` (e.g. the stream and its fps) at the top left."""
     out = image.copy()
     texts, idx = list(texts), list(label_indices)
     thick = max(1, round(out.shape[1] / 640))
@@ -25,7 +43,7 @@ def annotate(image: np.ndarray, boxes: Sequence[Sequence[int]], texts: Iterable[
         colour = colour_for(idx[i] if i < len(idx) else 0)
         cv2.rectangle(out, (int(x), int(y)), (int(x + w), int(y + h)), colour, thick)
         if i < len(texts) and texts[i]:
-            ty = int(y) - 6 if y > 20 else int(y + h) + 16 * thick
-            cv2.putText(out, texts[i], (int(x), ty), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
+            _label(out, texts[i], int(x), int(y), colour, scale, thick, below=int(y + h))
+    if header:
+        _label(out, header, 0, 0, (40, 40, 40), scale, thick, below=0)
     return out
-

@@ -10,7 +10,7 @@ import json
 import logging
 import signal
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 from edgecv.errors import ConfigError
 
@@ -78,6 +78,25 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--summary-out", metavar="FILE", help="also write the final JSON summary to FILE")
     p.add_argument("--max-frame-pixels", type=int_at_least(1), metavar="N",
                    help="refuse decoded frames larger than N pixels (default 40,000,000)")
+    live = p.add_argument_group("live view and events (the [live] extra)")
+    live.add_argument("--serve", metavar="HOST:PORT",
+                      help="serve an MJPEG per stream, a page with live stats and Prometheus /metrics; "
+                           "PORT alone binds 127.0.0.1 (0: any free port, printed)")
+    live.add_argument("--serve-token", metavar="T",
+                      help="require ?token=T or 'Authorization: Bearer T' on every request "
+                           "(default: $EDGECV_SERVE_TOKEN; advised when binding beyond 127.0.0.1)")
+    live.add_argument("--serve-fps", type=finite_float(0, 60, above=True), default=10.0, metavar="N",
+                      help="most MJPEG frames a second per stream (default 10)")
+    live.add_argument("--serve-quality", type=int_at_least(1), default=80, metavar="Q",
+                      help="JPEG quality 1-100 of the MJPEG (default 80)")
+    live.add_argument("--serve-width", type=int_at_least(64), default=960, metavar="PX",
+                      help="MJPEG frames wider than this are scaled down (default 960)")
+    live.add_argument("--mqtt", metavar="HOST[:PORT]",
+                      help="publish events and stats to this MQTT broker (QoS 1; port 1883 by default)")
+    live.add_argument("--mqtt-topic", default="edgecv", metavar="PREFIX",
+                      help="topic prefix: PREFIX/events/EVENT, PREFIX/stats, PREFIX/status (default edgecv)")
+    live.add_argument("--mqtt-interval", type=finite_float(0, above=True), default=10.0, metavar="S",
+                      help="seconds between stats messages (default 10)")
 
 
 def read_sources_file(path: str) -> list[tuple[str, dict[str, Any]]]:
@@ -129,10 +148,13 @@ def run_command(args: argparse.Namespace) -> int:
     return run_model(args, resolve(args.model, args.backend), args.detector)
 
 
-def run_model(args: argparse.Namespace, ref, detector: str, detector_options: dict[str, Any] | None = None) -> int:
+def run_model(args: argparse.Namespace, ref, detector: str, detector_options: dict[str, Any] | None = None,
+              hooks: Sequence[Any] = ()) -> int:
     """Run a resolved model (edgecv.resolve.ModelRef) with the run options on `args` and print the
     summary: the body of `edgecv run` and of the apps built on the pipeline (`edgecv smile`).
+    hooks: callables run on each FrameResult before the sinks, after the track ids (Pipeline.hooks).
     Returns the exit code."""
+    from .live import LiveOutputs
     from .build import open_pipeline
     from .machine import choose_defaults, usable_cpus
     from .pipeline import Pipeline, PipelineOptions, PipelineState
@@ -176,6 +198,15 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     if args.json_out:
         sinks.append(JsonLinesSink(args.json_out))
     try:
+        # Track ids whenever boxes come from a detector; --serve / --mqtt bind and connect here, so a
+        # port in use or a bad host is one line before the model loads.
+        live = LiveOutputs(args, track_ids=detector != "none", hooks=hooks)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    sinks += live.sinks
+    try:
         pipeline = open_pipeline(ref, sources, detector=detector, detector_options=det_opts, backend=args.backend,
                                  device=args.device, threads=chosen.threads, cuda_graph=args.cuda_graph,
                                  policy=args.policy, max_fps=args.max_fps,
@@ -183,8 +214,10 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     except BaseException:
         for sink in sinks:
             sink.close()
+        live.close()
         raise
     holder["p"] = pipeline
+    live.attach(pipeline)
     commit_only_if(sinks, lambda: pipeline.error is None)  # a failed run leaves the earlier outputs
     signals = {"n": 0}
 
@@ -204,10 +237,12 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
         pipeline.start()
         pipeline.wait()
     finally:
+        live.close()
         for s, h in old.items():
             signal.signal(s, h)
     summary = pipeline.summary()
     summary["defaults"] = chosen.to_dict()
+    summary.update(live.summary())
     video = next((s for s in sinks if isinstance(s, VideoSink)), None)
     if video is not None:
         summary["outputs"] = {sid: {"path": str(path), "frames": video.frames[sid]} for sid, path in video.paths.items()}

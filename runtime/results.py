@@ -21,17 +21,24 @@ class Detection:
     label: str
     label_index: int
     score: float
+    # Set by runtime.identity (a pipeline hook): the same person keeps the same id in a stream.
+    track_id: int | None = None
 
 
 @dataclass
 class FrameResult:
-    """A processed frame. frame.image is HxWx3 uint8 BGR; timings_ms per stage for this frame."""
+    """A processed frame. frame.image is HxWx3 uint8 BGR; timings_ms per stage for this frame.
+
+    events: what pipeline hooks saw happen on this frame (e.g. smile_start), in the JSON line too.
+    live: per-stream values hooks computed for viewers (e.g. stream_fps, smiling), not in the JSON line."""
 
     frame: Frame
     detections: list[Detection]
     timings_ms: dict[str, float] = field(default_factory=dict)
     fps: float = 0.0
     _annotated: np.ndarray | None = field(default=None, repr=False)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    live: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source_id(self) -> str:
@@ -41,18 +48,30 @@ class FrameResult:
         """The frame with boxes and labels drawn (computed once, shared by the sinks)."""
         if self._annotated is None:
             dets = self.detections
-            self._annotated = annotate(self.frame.image, [d.box.as_list() for d in dets],
-                                       [f"{d.label} {d.score:.2f}" for d in dets], [d.label_index for d in dets])
+            texts = [(f"#{d.track_id} " if d.track_id is not None else "") + f"{d.label} {d.score:.2f}"
+                     for d in dets]
+            fps = self.live.get("stream_fps")
+            header = f"{self.frame.source_id}  {fps:.1f} fps" if fps else None
+            self._annotated = annotate(self.frame.image, [d.box.as_list() for d in dets], texts,
+                                       [d.label_index for d in dets], header=header)
         return self._annotated
 
     def to_event(self) -> dict[str, Any]:
         """The JSON-lines record of this frame."""
         h, w = self.frame.image.shape[:2]
-        return {"source": self.frame.source_id, "frame": self.frame.index,
-                "t_capture": round(self.frame.t_capture, 6), "width": w, "height": h,
-                "detections": [{"box": d.box.as_list(), "label": d.label, "score": round(d.score, 5),
-                                "detector_score": round(d.box.score, 5)} for d in self.detections],
-                "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
+        dets = []
+        for d in self.detections:
+            entry = {"box": d.box.as_list(), "label": d.label, "score": round(d.score, 5),
+                     "detector_score": round(d.box.score, 5)}
+            if d.track_id is not None:
+                entry["track_id"] = d.track_id
+            dets.append(entry)
+        event = {"source": self.frame.source_id, "frame": self.frame.index,
+                 "t_capture": round(self.frame.t_capture, 6), "width": w, "height": h,
+                 "detections": dets, "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
+        if self.events:
+            event["events"] = list(self.events)
+        return event
 
 
 def postprocess(spec: ModelSpec, outputs: np.ndarray) -> list[tuple[str, int, float]]:
