@@ -11,8 +11,9 @@ SHARED := $(abspath ../shared/data)
 export EDGECV_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
 export KERAS_BACKEND ?= tensorflow
 export TF_CPP_MIN_LOG_LEVEL ?= 3
-# Debian packages the tests use: ffmpeg (network streams), Xvfb + xwd + ImageMagick (a real window).
-APT_PKGS := ffmpeg xvfb x11-apps imagemagick xdotool
+# Debian packages the tests use: ffmpeg (network streams), Xvfb + xwd + ImageMagick (a real window),
+# chromium + chromium-driver (the live view in a real browser) and mosquitto (a real MQTT broker).
+APT_PKGS := ffmpeg xvfb x11-apps imagemagick xdotool chromium chromium-driver mosquitto
 
 .PHONY: demo test venv venv-runtime system-deps clean help
 
@@ -50,7 +51,7 @@ $(VENV)/.interop: $(VENV)/.dev
 venv: $(VENV)/.dev
 
 system-deps:
-	@missing=""; for c in ffmpeg Xvfb xwd import xdotool; do command -v $$c >/dev/null || missing=1; done; \
+	@missing=""; for c in ffmpeg Xvfb xwd import xdotool chromium chromedriver /usr/sbin/mosquitto; do command -v $$c >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo -n"; \
 	  else echo "need root (or sudo) to install: $(APT_PKGS)"; exit 1; fi; \
