@@ -342,9 +342,14 @@ class Source:
         if sync:
             while not self._opened.wait(0.1):
                 if self._stop.is_set():
-                    return self
-            if self._open_error is not None and not self._stop.is_set():  # a stop wins over its effects
-                raise SourceError(self._open_error)
+                    break
+        if self._stop.is_set():
+            # A stop() that came while this thread was inside the block above may have run before
+            # the state it had to change was set: apply it again (it is idempotent).
+            self.stop()
+            return self
+        if self._open_error is not None:
+            raise SourceError(self._open_error)
         return self
 
     def stop(self) -> None:
