@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "edgecv.apps.smile",
     "edgecv.apps.captcha",
     "edgecv.apps.bench.cli",
+    "edgecv.apps.batch",
 )
 
 EPILOG = """examples:
@@ -38,7 +39,8 @@ EPILOG = """examples:
 
 # Optional dependencies -> the extra that installs them (an edge box has none of these).
 EXTRAS = {"tensorflow": "train", "keras": "train", "h5py": "train", "sklearn": "train", "matplotlib": "train",
-          "tf2onnx": "export", "onnx": "export", "captcha": "captcha"}
+          "tf2onnx": "export", "onnx": "export", "captcha": "captcha",
+          "ray": "cluster", "pyarrow": "cluster"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
