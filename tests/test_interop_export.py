@@ -129,6 +129,37 @@ def test_metadata_leaves_litert_outputs_and_the_spec_alone(exports, mnist_test):
     assert tflite_metadata.read(str(path))["subgraphMetadata"][0]["outputTensorMetadata"][0]["name"] == "probability"
 
 
+def test_bn_scales_fold_into_the_layer_before_only_where_exact():
+    """Before full-int8 TFLite conversion: a BN after Conv+ReLU with positive scales, and one after a
+    linear Dense, lose their scale to that layer; one with a negative scale after a ReLU stays."""
+    import keras
+
+    from edgecv.export.tflite import fold_bn_scales
+
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
+    x = L.BatchNormalization(name="bn_pos")(L.Conv2D(4, 3, activation="relu", name="c1")(inp))
+    x = L.BatchNormalization(name="bn_neg")(L.Conv2D(4, 3, activation="relu", name="c2")(x))
+    x = L.BatchNormalization(name="bn_lin")(L.Dense(5, name="d")(L.Flatten()(x)))
+    model = keras.Model(inp, x)
+    rng = np.random.default_rng(0)
+    for name, lo in (("bn_pos", 0.5), ("bn_neg", -1.5), ("bn_lin", -1.5)):
+        bn = model.get_layer(name)
+        g, b, m, v = bn.get_weights()
+        bn.set_weights([rng.uniform(lo, 1.5, g.shape), rng.normal(0, 0.3, b.shape), rng.normal(0, 0.3, m.shape),
+                        rng.uniform(0.5, 2.0, v.shape)])
+    neg = model.get_layer("bn_neg").get_weights()[0]
+    neg[0] = -1.0
+    model.get_layer("bn_neg").set_weights([neg, *model.get_layer("bn_neg").get_weights()[1:]])
+    folded, n = fold_bn_scales(model)
+    assert n == 2
+    np.testing.assert_array_equal(folded.get_layer("bn_neg").get_weights()[0], neg)
+    assert np.all(folded.get_layer("bn_pos").get_weights()[0] == 1.0)
+    x = rng.random((16, 8, 8, 3), dtype=np.float32)
+    np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert model.get_layer("bn_pos").get_weights()[0].min() != 1.0   # the source model is untouched
+
+
 # -- uint8 RGB input: MediaPipe ImageClassifier -------------------------------------------------
 
 @pytest.mark.parametrize("key", ["tflite-rgb", "tflite-int8-rgb"])
