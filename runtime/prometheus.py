@@ -84,7 +84,7 @@ class PrometheusExporter:
             ("edgecv_stream_frames_dropped", "frames dropped by the `latest` policy"),
             ("edgecv_stream_frames_skipped", "frames skipped by --max-fps"),
             ("edgecv_stream_reconnects", "reconnects of the source"),
-            ("edgecv_faces", "faces classified"),
+            ("edgecv_faces_detected", "faces classified"),
             ("edgecv_web_frames_sent", "MJPEG frames sent to viewers"))}
         events = CounterMetricFamily("edgecv_events", "events (smile_start, smile_end, shutter)",
                                      labels=["stream", "event"])
@@ -101,7 +101,7 @@ class PrometheusExporter:
             c["edgecv_stream_frames_dropped"].add_metric([sid], st["dropped"])
             c["edgecv_stream_frames_skipped"].add_metric([sid], st["skipped"])
             c["edgecv_stream_reconnects"].add_metric([sid], st["reconnects"])
-            c["edgecv_faces"].add_metric([sid], st["faces_total"])
+            c["edgecv_faces_detected"].add_metric([sid], st["faces_total"])
             c["edgecv_web_frames_sent"].add_metric([sid], n_sent)
             for ev, n in st["events"].items():
                 events.add_metric([sid, ev], n)
