@@ -78,6 +78,9 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--summary-out", metavar="FILE", help="also write the final JSON summary to FILE")
     p.add_argument("--max-frame-pixels", type=int_at_least(1), metavar="N",
                    help="refuse decoded frames larger than N pixels (default 40,000,000)")
+    from .fleet import add_fleet_options
+
+    add_fleet_options(p)  # --ray, --address, --ray-actors, --max-restarts (runtime.fleet)
     live = p.add_argument_group("live view and events (the [live] extra)")
     live.add_argument("--serve", metavar="HOST:PORT",
                       help="serve an MJPEG per stream, a page with live stats and Prometheus /metrics; "
@@ -184,6 +187,12 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     det_opts = dict(detector_options or {})
     if args.detect_width and detector != "none":
         det_opts["width"] = args.detect_width
+    if getattr(args, "ray", False):  # the sources sharded over Ray actors (runtime.fleet)
+        from .fleet import run_fleet
+
+        return run_fleet(args, ref, detector, entries, det_opts, options)
+    if getattr(args, "address", None):
+        raise ConfigError("--address names a Ray cluster for --ray; add --ray")
 
     sinks: list = []
     holder: dict[str, Pipeline] = {}
