@@ -89,6 +89,8 @@ def check_rows(rows: int, batch: int, path: Path | str) -> None:
 
 def quantize(x: np.ndarray, q: tuple[float, int], dtype: np.dtype) -> np.ndarray:
     scale, zero = q
+    if not scale:  # raw uint8 pixels (export --input uint8-rgb): no quantization parameters
+        scale, zero = 1.0, 0
     info = np.iinfo(dtype)
     return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
