@@ -154,3 +154,16 @@ def test_openvino_runs_the_qdq_model_as_int8():
 
     assert conv_precisions("smile.int8.onnx") <= {"u8", "i8"}
     assert conv_precisions("smile.onnx") == {"f32"}
+
+
+def test_eval_runs_the_shipped_int8_model_on_openvino(data_dir):
+    """`--backend openvino` from the command line, on all 2,190 test faces: the card's accuracy."""
+    from conftest import run_cli
+
+    need("openvino")
+    proc = run_cli("eval", "smile", "--backend", "openvino", "--data", str(data_dir / "smiles"),
+                   "--split", "test", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["model"].endswith("smile.int8.onnx") and result["n"] == 2190
+    assert result["accuracy"] >= 0.93
