@@ -64,7 +64,8 @@ def exports(lenet_run, tmp_path_factory) -> dict[str, Path]:
     for key, fmt, quant, kind in (("tflite", "tflite", "fp32", "float"),
                                   ("tflite-rgb", "tflite", "fp32", "uint8-rgb"),
                                   ("tflite-int8-rgb", "tflite", "int8", "uint8-rgb"),
-                                  ("onnx-int8", "onnx", "int8", "float")):
+                                  ("onnx-int8", "onnx", "int8", "float"),
+                                  ("onnx-rgb", "onnx", "fp32", "uint8-rgb")):
         r = export(lenet_run, fmt, quant, out=out, check_size=2000, input=kind)
         assert r.passed and r.report.agreement >= 0.98, r.report.text()
         made[key] = r.path
@@ -225,6 +226,23 @@ def test_int8_onnx_export_runs_in_opencv_dnn_and_openvino(exports, mnist_test):
         assert float((cv_top == ort_top).mean()) >= 0.99, batch
     ov_top = edgecv_top1(path, mnist_test[0], backend="openvino", threads=2)
     assert float((ov_top == ort_top).mean()) >= 0.99
+
+
+def test_uint8_rgb_onnx_runs_in_every_onnx_backend(exports, mnist_test):
+    """A uint8-input ONNX file: ORT and OpenVINO through edgecv (raw pixels cast, not rescaled) and
+    OpenCV DNN fed the RGB pixels directly give the same digits."""
+    import cv2
+    import onnx
+
+    path = exports["onnx-rgb"]
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    bgr, rgb = mnist_test
+    ort_top = edgecv_top1(path, bgr, backend="onnxruntime")
+    assert float((edgecv_top1(path, bgr, backend="openvino") == ort_top).mean()) >= 0.99
+    net = cv2.dnn.readNetFromONNX(str(path))
+    net.setInput(np.ascontiguousarray(rgb[:8]))
+    assert list(np.array(LABELS)[net.forward().argmax(1)]) == list(ort_top[:8])
+    assert float((ort_top == mnist_test_labels("")).mean()) >= 0.85
 
 
 # -- bad input: one line, nothing written ----------------------------------------------------------
