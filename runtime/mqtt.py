@@ -63,6 +63,7 @@ class MqttSink:
         self.disconnects = 0
         self.connects = 0
         self._connected = threading.Event()
+        self._closing = False
         self._next_stats = time.monotonic() + interval
         self._stats: dict[str, dict[str, Any]] = {}
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
@@ -94,7 +95,7 @@ class MqttSink:
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._closing:
             self.disconnects += 1
             log.warning("MQTT connection to %s:%d lost (%s); reconnecting in the background",
                         self.host, self.port, reason_code)
@@ -129,11 +130,14 @@ class MqttSink:
 
     def close(self, wait: float = 2.0) -> None:
         """Say offline, give queued messages up to `wait` seconds when connected, then disconnect."""
+        if self._closing:
+            return
         if self._connected.is_set():
             self._publish("status", "offline", retain=True)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline and self.acked < self.published:
                 time.sleep(0.02)
+        self._closing = True
         try:
             self.client.disconnect()
         finally:
