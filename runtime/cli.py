@@ -1,7 +1,8 @@
 """`edgecv run`: any model on any sources, with detector, batching, sinks and metrics.
 
 SIGINT/SIGTERM drain the pipeline (files finalised, threads joined) and exit 0; a second signal
-stops without draining the source queues.
+stops without draining the source queues, and if the run is still going 10 s later (a sink blocked
+on a reader that stopped reading) the process exits 130, its outputs unwritten, earlier files kept.
 """
 from __future__ import annotations
 
@@ -161,7 +162,7 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     from .build import open_pipeline
     from .machine import choose_defaults, usable_cpus
     from .pipeline import Pipeline, PipelineOptions, PipelineState
-    from .outputs import check_outputs, commit_only_if, no_output_reason, write_summary
+    from .outputs import check_outputs, commit_only_if, exit_if_still_running, no_output_reason, write_summary
     from .sinks import JsonLinesSink, VideoSink, WindowSink, display_available
     from .sources import set_max_frame_pixels
 
@@ -240,6 +241,7 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
             for src in pipeline.sources:
                 while src.get() is not None:  # drop what is queued; frames in flight still finish
                     pass
+            exit_if_still_running()  # a sink or read that is stuck cannot keep the process alive
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

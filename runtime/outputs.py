@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -94,3 +95,31 @@ def no_output_reason(summary: dict[str, Any], interrupted: bool = False) -> str 
     what = "every source failed" if states and all(v == "failed" for v in states.values()) else \
         "no source produced a frame"
     return f"{what}: " + "; ".join(parts) if parts else what
+
+
+# After a second SIGINT/SIGTERM the run is given this long to finish its outputs before the process
+# ends anyway: a sink blocked on a reader that stopped reading, or a read stuck in a driver, would
+# otherwise keep it alive until SIGKILL. Outputs are temporaries until they are complete, so ending
+# here leaves the earlier files in place.
+HARD_EXIT_AFTER_S = 10.0
+
+
+def exit_if_still_running(seconds: float = HARD_EXIT_AFTER_S) -> None:
+    """Arm (once) a timer that ends the process with exit 130 if it is still running `seconds` from
+    now. Safe to call from a signal handler."""
+    global _armed
+    if _armed:
+        return
+    _armed = True
+
+    def fire() -> None:
+        os.write(2, (f"edgecv: error: the run did not end within {seconds:g} s of the second signal; "
+                     "exiting without finishing its outputs (earlier files are kept)\n").encode())
+        os._exit(130)
+
+    t = threading.Timer(seconds, fire)
+    t.daemon = True
+    t.start()
+
+
+_armed = False

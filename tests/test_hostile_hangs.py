@@ -217,3 +217,50 @@ def test_save_to_a_fifo_is_refused(tmp_path):
     proc = run_cli("run", "--model", str(MODEL), "--source", "synthetic://32x32?frames=3", "--save", str(out),
                    *FAST, timeout=120)
     assert_clean_error(proc, r"a video is written to a regular file, not a pipe or device")
+
+
+@needs_fifo
+def test_a_sink_stuck_on_a_reader_that_never_reads_ends_after_the_second_signal(tmp_path):
+    """The reader opens the FIFO and never reads: the pipe fills and the sink blocks in write(2).
+    The first signal cannot drain that; after the second the process ends anyway (exit 130)."""
+    out = tmp_path / "events.fifo"
+    os.mkfifo(out)
+    holder = os.open(out, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads
+    proc = subprocess.Popen([sys.executable, "-m", "edgecv", "run", "--model", str(MODEL), "--source",
+                             "synthetic://32x32?frames=1000000", "--json-out", str(out), *FAST],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120  # bounds a broken run; not a speed check
+        while _fifo_bytes(holder) < 60_000:  # the 64 KiB pipe buffer is (nearly) full
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)  # drain: cannot finish, the write is blocked
+        seen = b""
+        os.set_blocking(proc.stderr.fileno(), False)
+        while b"draining" not in seen:  # the first signal was handled (two at once count as one)
+            assert proc.poll() is None and time.monotonic() < deadline, seen.decode(errors="replace")
+            seen += proc.stderr.read() or b""
+            time.sleep(0.05)
+        os.set_blocking(proc.stderr.fileno(), True)
+        proc.send_signal(signal.SIGINT)
+        out_, err = proc.communicate(timeout=60)
+        err = seen + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(holder)
+    err = err.decode(errors="replace")
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "did not end within 10 s of the second signal" in err
+
+
+def _fifo_bytes(fd: int) -> int:
+    """Bytes waiting in a pipe (FIONREAD)."""
+    import array
+    import fcntl
+    import termios
+
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return buf[0]
