@@ -24,9 +24,10 @@ import numpy as np
 
 def child(model: str, backend: str, batches: list[int], threads: int, x_path: str, y_path: str,
           seconds: float) -> dict:
+    from edgecv.runtime.backends import open_backend
+
     from edgecv import decode
     from edgecv.resolve import resolve
-    from edgecv.runtime.backends import open_backend
 
     x = np.load(x_path)
     y = np.load(y_path)

@@ -134,7 +134,6 @@ def test_bn_scales_fold_into_the_layer_before_only_where_exact():
     """Before full-int8 TFLite conversion: a BN after Conv+ReLU with positive scales, and one after a
     linear Dense, lose their scale to that layer; one with a negative scale after a ReLU stays."""
     import keras
-
     from edgecv.export.tflite import fold_bn_scales
 
     L = keras.layers

@@ -21,11 +21,11 @@ def test_cleaning_is_exact_and_checked(arch):
     import keras
     import onnx
     import onnxruntime as ort
-
     from edgecv.export import onnx_clean
     from edgecv.export.onnx import to_fp32
-    from edgecv.spec import ModelSpec
     from edgecv.train.nets.registry import create_model
+
+    from edgecv.spec import ModelSpec
 
     shape, classes, gone = CASES[arch]
     keras.utils.set_random_seed(0)
@@ -54,10 +54,10 @@ def test_cleaning_is_exact_and_checked(arch):
 
 
 def test_check_names_the_problem():
+    from edgecv.export.onnx_clean import check
     from onnx import TensorProto, helper
 
     from edgecv.errors import ExportError
-    from edgecv.export.onnx_clean import check
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])

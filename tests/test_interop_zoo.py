@@ -140,8 +140,9 @@ def test_exactly_one_cv2_and_it_is_opencv_4():
 def test_openvino_runs_the_qdq_model_as_int8():
     """The int8 artefact's convolutions run in OpenVINO's integer kernels (VNNI/AMX where the CPU has
     them), the fp32 one's in f32: what `int8` means on this backend."""
-    from edgecv.resolve import resolve
     from edgecv.runtime.backends import open_backend
+
+    from edgecv.resolve import resolve
 
     need("openvino")
 
