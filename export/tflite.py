@@ -40,6 +40,8 @@ def convert(model: Any, spec: ModelSpec, quant: str, calib: Calibration | None, 
     try:
         model.export(str(saved), format="tf_saved_model", input_signature=[sig], verbose=False)
     except Exception as e:
+        if "No space left on device" in str(e):  # TF's own error names a temporary file at length
+            raise ExportError(f"cannot write the export in {Path(workdir).parent}: No space left on device") from None
         raise ExportError(f"cannot trace the Keras model for TFLite: {first_line(e)}") from None
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     if quant == "fp16":

@@ -246,3 +246,23 @@ def test_an_output_through_a_symlink_replaces_its_target_and_loops_are_refused(t
     proc = run("--source", "synthetic://32x32?frames=2", "--summary-out", str(tmp_path / "dangling.json"))
     assert_clean_error(proc, r"dangling\.json: a broken symbolic link")
     assert (tmp_path / "a.json").is_symlink() and (tmp_path / "dangling.json").is_symlink()
+
+
+def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(full_disk, tmp_path):
+    keras = pytest.importorskip("keras")
+    from test_export_cli import SHAPE, spec  # the export tests' tiny model and its spec
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(),
+                      keras.layers.Dense(10, activation="softmax")]).save(run_dir / "model.keras")
+    spec().save(run_dir / "spec.json")
+    with open(full_disk / "filler", "wb") as f:
+        try:
+            f.write(b"\0" * 1_000_000)
+        except OSError:
+            pass
+    proc = run_cli("export", str(run_dir), "--format", "tflite", "--out", str(full_disk / "x.tflite"), timeout=300)
+    err = assert_clean_error(proc, r"cannot write the export in .*small: No space left on device")
+    assert err.strip().splitlines()[-1].startswith("edgecv: error:")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # no output, no temporary folder
