@@ -8,9 +8,11 @@ frame's boxes, then, for what is left, on centre distance relative to the box si
 or is half-hidden changes shape more than position). A track that is not matched for more than
 `max_missed` frames ends; a box that matches no track starts a new one with the stream's next id.
 
-Why not a tracker library: `trackers` (Roboflow) pulls supervision, matplotlib, PyAV and OpenCV 5
-(which removed CascadeClassifier), and norfair pins NumPy < 2; faces on a camera need neither
-appearance features nor a Kalman filter's tuning, so edgecv's box tracker gains ids here instead.
+Why not a tracker library (checked 2026-11-30): `trackers` 2.6.1 (Roboflow) needs supervision, which
+brings matplotlib, PyAV, SciPy and requests to the edge install, and its unpinned `opencv-python`
+resolves to OpenCV 5 (no CascadeClassifier) outside edgecv's pin; norfair 2.3.0 pins NumPy < 2 (edgecv
+runs on NumPy 2). A few faces in front of a camera need neither appearance features nor a tuned
+Kalman filter, so edgecv's box tracker gains ids here instead, in pure Python with no new dependency.
 """
 from __future__ import annotations
 

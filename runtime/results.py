@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
 from edgecv.spec import ModelSpec
@@ -44,17 +45,30 @@ class FrameResult:
     def source_id(self) -> str:
         return self.frame.source_id
 
+    def _draw(self, image: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        dets = self.detections
+        texts = [(f"#{d.track_id} " if d.track_id is not None else "") + f"{d.label} {d.score:.2f}" for d in dets]
+        fps = self.live.get("stream_fps")
+        header = f"{self.frame.source_id}  {fps:.1f} fps" if fps else None
+        boxes = [[round(v * scale) for v in d.box.as_list()] for d in dets]
+        return annotate(image, boxes, texts, [d.label_index for d in dets], header=header)
+
     def annotated(self) -> np.ndarray:
         """The frame with boxes and labels drawn (computed once, shared by the sinks)."""
         if self._annotated is None:
-            dets = self.detections
-            texts = [(f"#{d.track_id} " if d.track_id is not None else "") + f"{d.label} {d.score:.2f}"
-                     for d in dets]
-            fps = self.live.get("stream_fps")
-            header = f"{self.frame.source_id}  {fps:.1f} fps" if fps else None
-            self._annotated = annotate(self.frame.image, [d.box.as_list() for d in dets], texts,
-                                       [d.label_index for d in dets], header=header)
+            self._annotated = self._draw(self.frame.image)
         return self._annotated
+
+    def annotated_at(self, max_width: int) -> np.ndarray:
+        """The annotated frame at most max_width wide: a viewer's copy, drawn on the scaled-down frame
+        (cheaper than drawing on a 1080p copy and scaling that) unless a sink already drew it."""
+        image = self._annotated if self._annotated is not None else self.frame.image
+        h, w = image.shape[:2]
+        if w <= max_width:
+            return self.annotated()
+        size = (max_width, max(1, round(h * max_width / w)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return small if self._annotated is not None else self._draw(small, max_width / w)
 
     def to_event(self) -> dict[str, Any]:
         """The JSON-lines record of this frame."""

@@ -220,11 +220,7 @@ class LiveServer:
                     continue
                 last_seq[sid] = seq
                 last_t[sid] = time.monotonic()
-                image = result.annotated()
-                h, w = image.shape[:2]
-                if w > self.max_width:
-                    image = cv2.resize(image, (self.max_width, round(h * self.max_width / w)),
-                                       interpolation=cv2.INTER_AREA)
+                image = result.annotated_at(self.max_width)
                 ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
                 if not ok:
                     continue
@@ -271,8 +267,12 @@ class LiveServer:
                         self._cv.wait(1.0)
                         continue
                 seq, jpeg, t_capture, index = entry
+                # The capture time on the wall clock too, so a viewer on this machine (a browser) can
+                # measure capture-to-screen latency.
+                wall = time.time() - (time.monotonic() - t_capture)
                 head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
-                        f"X-Frame: {index}\r\nX-Capture-Monotonic: {t_capture:.6f}\r\n\r\n").encode()
+                        f"X-Frame: {index}\r\nX-Capture-Monotonic: {t_capture:.6f}\r\n"
+                        f"X-Capture-Time: {wall:.6f}\r\n\r\n").encode()
                 req.wfile.write(head + jpeg + b"\r\n")
                 req.wfile.flush()
                 sent_seq = seq
