@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -97,13 +98,17 @@ def test_captcha_solve_stdin_is_bounded():
 
 # --- environment errors ---------------------------------------------------------------------------
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-def test_a_full_stdout_is_one_line_not_a_traceback():
+@pytest.mark.parametrize("argv", [
+    ["run", "--model", str(MODEL), "--source", "synthetic://32x32?frames=2", *FAST],
+    ["captcha", "solve", "--json", "{data}/ezpass/raw/00000.jpg"],
+])
+def test_a_full_stdout_is_one_line_not_a_traceback(data_dir, argv):
     with open("/dev/full", "wb") as full:
-        proc = subprocess.run([sys.executable, "-m", "edgecv", "run", "--model", str(MODEL), "--source",
-                               "synthetic://32x32?frames=2", *FAST], stdout=full, stderr=subprocess.PIPE, timeout=120)
+        proc = subprocess.run([sys.executable, "-m", "edgecv", *[a.replace("{data}", str(data_dir)) for a in argv]],
+                              stdout=full, stderr=subprocess.PIPE, timeout=120)
     err = proc.stderr.decode()
     assert proc.returncode == 1 and "Traceback" not in err and "Exception ignored" not in err
-    assert err.strip().splitlines()[-1] == "edgecv: error: No space left on device"
+    assert re.fullmatch(r"edgecv: error: (stdout: )?No space left on device", err.strip().splitlines()[-1])
 
 
 def test_oserror_at_the_top_level_is_one_line(tmp_path, capsys, monkeypatch):
