@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from edgecv.errors import ConfigError, EdgecvError, SourceError
+from edgecv.safeio import redact_url
 
 log = logging.getLogger("edgecv.fleet")
 
@@ -249,7 +250,7 @@ def run_fleet(args: argparse.Namespace, ref, detector: str, entries: Sequence[tu
             part = [ShardSource(f"s{i}", entries[i][0], dict(entries[i][1])) for i in idx]
             actors.append(_Actor(f"a{a}", remote.remote(ref, part, settings), [x.sid for x in part]))
             for x in part:
-                streams[x.sid] = _Stream(stats={"uri": x.text})
+                streams[x.sid] = _Stream(stats={"uri": redact_url(x.text)})  # never a password
         fleet = _Fleet(ray, actors, streams, sinks, args, t0)
         commit_only_if(sinks, lambda: fleet.error is None)
         try:
