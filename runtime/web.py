@@ -150,10 +150,9 @@ class LiveServer:
         self.encoded: dict[str, int] = defaultdict(int)
         self._vlock = threading.Lock()
         handler = self._handler_class()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        _Server.address_family = family
+        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
         try:
-            self.httpd = _Server((host, port), handler)
+            self.httpd = server_class((host, port), handler)
         except OSError as e:
             why = "the port is in use" if e.errno == 98 else (e.strerror or str(e))
             raise ConfigError(f"--serve {host}:{port}: cannot listen there ({why})") from None
