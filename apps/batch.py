@@ -343,7 +343,7 @@ class Progress:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from edgecv.raycluster import address_from, check_reachable, import_ray
+    from edgecv.raycluster import address_from, check_reachable, require_ray
     from edgecv.resolve import resolve
     from edgecv.runtime.backends import resolve_backend
     from edgecv.runtime.build import detector_factory
@@ -352,7 +352,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     texts = list(args.inputs) + (read_inputs_file(args.inputs_file) if args.inputs_file else [])
     if not texts:
         raise ConfigError("no input given: name videos, images, folders or globs, or use --inputs-file F")
-    import_ray()  # without the [cluster] extra: one line naming it, before anything is written
+    require_ray()  # without the [cluster] extra: one line naming it, before anything is written
     address = address_from(args.address)
     if address not in (None, "local", "auto"):
         check_reachable(address)  # before anything is read or written

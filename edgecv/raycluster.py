@@ -8,11 +8,13 @@ never needs it, and a missing Ray surfaces as ModuleNotFoundError('ray'), which 
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -115,6 +117,18 @@ def _quiet_env(local: bool) -> None:
             os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     # Ray Data and Train print progress bars and warnings of their own on the driver: keep them quiet.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+def require_ray() -> None:
+    """ModuleNotFoundError('ray') when the [cluster] extra is missing (edgecv.cli names the extra),
+    without importing Ray: Ray reads its authentication settings at import, so it is imported only
+    in connect(), after they are set."""
+    if "ray" in sys.modules:
+        if sys.modules["ray"] is None:
+            raise ModuleNotFoundError("No module named 'ray'", name="ray")
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise ModuleNotFoundError("No module named 'ray'", name="ray")
 
 
 def import_ray():

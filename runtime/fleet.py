@@ -197,7 +197,7 @@ def shard(n_sources: int, n_actors: int) -> list[list[int]]:
 def run_fleet(args: argparse.Namespace, ref, detector: str, entries: Sequence[tuple[str, dict[str, Any]]],
               detector_options: dict[str, Any], options) -> int:
     """The --ray branch of runtime.cli.run_model: same options, same summary shape and exit codes."""
-    from edgecv.raycluster import address_from, check_reachable, connect, import_ray
+    from edgecv.raycluster import address_from, check_reachable, connect, require_ray
 
     from .machine import choose_defaults, usable_cpus
     from .outputs import commit_only_if, no_output_reason, write_summary
@@ -206,7 +206,7 @@ def run_fleet(args: argparse.Namespace, ref, detector: str, entries: Sequence[tu
     if args.save:
         raise ConfigError("--save needs every frame in this process; with --ray frames stay in the actors "
                           "(use --json-out, or run without --ray)")
-    import_ray()  # without the [cluster] extra: one line naming it, before anything is opened
+    require_ray()  # without the [cluster] extra: one line naming it, before anything is opened
     for flag in ("serve", "mqtt"):
         if getattr(args, flag, None):
             raise ConfigError(f"--{flag} is not available with --ray yet (the frames stay in the actors)")
