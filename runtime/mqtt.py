@@ -9,7 +9,7 @@ Topics (payloads are JSON):
 paho-mqtt's network loop runs on its own thread and reconnects with backoff (1 to 30 s); the sink
 only queues messages, so a broker that is slow, gone or never there never slows the pipeline or the
 other sinks (the JSON lines). While disconnected, up to `max_queued` messages wait and are sent on
-reconnect (QoS 1: at least once); beyond that the oldest are lost and counted. Needs the [live] extra.
+reconnect (QoS 1: at least once); beyond that new ones are dropped and counted. Needs the [live] extra.
 """
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ class MqttSink:
         self.prefix = check_topic(prefix)
         self.interval, self.qos = interval, qos
         self.published = 0
+        self.dropped = 0
+        self.max_queued = max_queued
+        self._queue_full = mqtt.MQTT_ERR_QUEUE_SIZE
         self.disconnects = 0
         self.connects = 0
         self._connected = threading.Event()
@@ -108,7 +111,13 @@ class MqttSink:
     def _publish(self, topic: str, payload: dict[str, Any] | str, retain: bool = False) -> None:
         data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
         # Queued when disconnected (paho keeps QoS>0 messages for the next connection).
-        self.client.publish(f"{self.prefix}/{topic}", data, qos=self.qos, retain=retain)
+        info = self.client.publish(f"{self.prefix}/{topic}", data, qos=self.qos, retain=retain)
+        if info.rc == self._queue_full:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("MQTT: %d messages are waiting for the broker; newer ones are dropped and counted",
+                            self.max_queued)
+            return
         self.published += 1
 
     def write(self, result: FrameResult) -> None:
@@ -145,5 +154,6 @@ class MqttSink:
 
     def summary(self) -> dict[str, Any]:
         return {"broker": f"{self.host}:{self.port}", "published": self.published, "acked": self.acked,
+                "dropped": self.dropped,
                 "connects": self.connects, "disconnects": self.disconnects,
                 "connected": self._connected.is_set()}

@@ -3,6 +3,7 @@ man who does not smile), the hysteresis and id rules on made-up boxes, and the l
 input (a port in use, a broker that never answers, a shutter folder that cannot be written)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from collections import Counter
@@ -213,3 +214,19 @@ def test_a_shutter_folder_that_goes_away_mid_run_is_a_warning(tmp_path, data_dir
     smiles(r)
     assert smiles.counts["shutter_failed"] == 1 and smiles.counts["shutter"] == 0
     assert [ev["event"] for ev in r.events] == ["smile_start"]
+
+
+def test_annotation_draws_the_track_id_on_a_filled_label_and_the_stream_fps():
+    image = np.full((360, 640, 3), 128, np.uint8)
+    det = Detection(Box(200, 150, 80, 80), "smiling", 1, 0.97)
+    plain = FrameResult(Frame("s0", 0, 0.0, image), [det]).annotated()
+    r = FrameResult(Frame("s0", 0, 0.0, image), [dataclasses.replace(det, track_id=7)], live={"stream_fps": 24.5})
+    drawn = r.annotated()
+    label = drawn[120:150, 200:300]  # above the box: the label's filled background (green, BGR)
+    green = np.all(label == (0, 200, 0), axis=-1).mean()
+    assert green > 0.5, green
+    assert not np.array_equal(plain[120:150, 200:320], drawn[120:150, 200:320])  # "#7 " changes the text
+    corner = drawn[0:20, 0:100]
+    assert np.all(corner == (40, 40, 40), axis=-1).mean() > 0.5  # the "s0  24.5 fps" header
+    small = r.annotated_at(320)
+    assert small.shape == (180, 320, 3)

@@ -145,10 +145,12 @@ def test_events_reach_a_real_broker_through_a_restart(tmp_path, data_dir):
         # The first pass: both women start and stop smiling (they leave in the black frames).
         wait_for(lambda: len(sub.events("smile_end")) >= 2, 90, "two smile_end events")
         before = len(sub.events())
+        t_down = time.monotonic()
         broker.stop()
         time.sleep(2.0)
         assert run.poll() is None, "the run stopped with the broker"
         broker.start()
+        t_up = time.monotonic()
         wait_for(lambda: run.poll() is not None, 120, "the run to end")
         time.sleep(1.0)  # the last messages in flight to the subscriber
         assert run.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
@@ -186,6 +188,12 @@ def test_events_reach_a_real_broker_through_a_restart(tmp_path, data_dir):
     # After the restart, later passes' events came through too.
     late = [ev for ev in events if ev["frame"] > 75 + 55]
     assert {person[ev["track_id"]] for ev in late if ev["event"] == "smile_start"} == {"left", "centre"}
+    # Events that happened while the broker was down were queued and delivered after (QoS 1).
+    during = {(ev["event"], ev["track_id"]) for e in lines for ev in e.get("events", [])
+              if t_down <= ev["t_capture"] <= t_up}
+    got = {(ev["event"], ev["track_id"]) for ev in events}
+    assert during <= got, f"lost in the outage: {during - got}"
+    assert summary["mqtt"]["dropped"] == 0
     with sub.lock:
         topics = {t for _, t, _ in sub.messages}
     assert f"{TOPIC}/stats" in topics and f"{TOPIC}/status" in topics

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,7 +104,22 @@ def test_the_token_is_needed(served):
     assert status == 200 and b'id="img-s0"' in body
 
 
-def test_a_real_browser_sees_the_mjpeg_change_and_the_stats_appear(served, browser):
+@pytest.fixture(scope="module")
+def stalled_viewer(served):
+    """A viewer that asks for the MJPEG and never reads a byte: its socket fills up and blocks the
+    server's thread for it, never the pipeline (the last test checks every frame was processed)."""
+    _, url, _ = served
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(f"GET /stream/s0.mjpg?token={TOKEN} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_a_real_browser_sees_the_mjpeg_change_and_the_stats_appear(served, stalled_viewer, browser):
     from selenium.webdriver.common.by import By
 
     proc, url, _ = served
@@ -126,7 +142,7 @@ def test_a_real_browser_sees_the_mjpeg_change_and_the_stats_appear(served, brows
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-stats") == "ok"
     assert "smile_start" in browser.find_element(By.ID, "stats-s0").text
     status, body = get(url + "stats.json")
-    assert json.loads(body)["streams"]["s0"]["viewers"] >= 1
+    assert json.loads(body)["streams"]["s0"]["viewers"] >= 2  # the browser and the stalled one
     assert proc.poll() is None
 
 
