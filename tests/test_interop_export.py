@@ -160,6 +160,36 @@ def test_bn_scales_fold_into_the_layer_before_only_where_exact():
     assert model.get_layer("bn_pos").get_weights()[0].min() != 1.0   # the source model is untouched
 
 
+@pytest.mark.parametrize("colour", ["gray", "bgr", "rgb"])
+def test_uint8_rgb_wrapper_equals_the_trained_chain(colour):
+    """The in-graph conversion (one fixed 1x1 Conv after a Cast) on RGB pixels gives the trained
+    network what the spec's own chain gives it from the BGR image, for each colour order, with
+    mean/std steps folded in."""
+    import keras
+    from edgecv.export.inputs import check_fits, variant_spec, wrap
+
+    c = 1 if colour == "gray" else 3
+    chain = ([{"op": colour}] if colour != "bgr" else []) + [
+        {"op": "resize", "size": [16, 16]}, {"op": "scale", "factor": 1 / 255},
+        {"op": "mean", "values": [0.4] * c}, {"op": "std", "values": [0.2 + 0.05 * i for i in range(c)]}]
+    spec = ModelSpec(name="w", task="classify", input_shape=(16, 16, c), colour=colour, preprocess=chain,
+                     labels=["a", "b"])
+    check_fits(spec, "uint8-rgb")
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((16, 16, c)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                            keras.layers.Dense(2, activation="softmax")])
+    images = [np.random.default_rng(i).integers(0, 256, (40, 30, 3), dtype=np.uint8) for i in range(8)]
+    want = net(apply_chain(images, spec.preprocess, spec.input_shape)).numpy()
+    vspec = variant_spec(spec, "uint8-rgb")
+    assert vspec.colour == "rgb" and vspec.input_shape == (16, 16, 3)
+    assert [s.op for s in vspec.preprocess] == ["rgb", "resize"]
+    rgb = apply_chain(images, vspec.preprocess, vspec.input_shape)
+    assert rgb.min() >= 0 and rgb.max() > 1 and np.array_equal(rgb, np.round(rgb))   # raw pixels
+    got = wrap(net, spec, "uint8-rgb")(rgb.astype(np.uint8)).numpy()
+    # gray: the chain rounds the gray image to uint8 before resizing; the graph does not
+    np.testing.assert_allclose(got, want, atol=0.02 if colour == "gray" else 1e-5)
+
+
 # -- uint8 RGB input: MediaPipe ImageClassifier -------------------------------------------------
 
 @pytest.mark.parametrize("key", ["tflite-rgb", "tflite-int8-rgb"])
