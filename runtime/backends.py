@@ -1,6 +1,7 @@
 """Inference backends behind one protocol: LiteRT (.tflite), ONNX Runtime (.onnx), OpenVINO (.onnx,
-CPU, the optional [openvino] extra: runtime/openvino.py) and Keras (.keras, reference only). Each takes an NxHxWxC float32 batch preprocessed by the model's ModelSpec and
-returns the model's first output as float32 (quantized models are (de)quantized inside).
+CPU, the optional [openvino] extra: runtime/openvino.py) and Keras (.keras, reference only). Each
+takes an NxHxWxC float32 batch preprocessed by the model's ModelSpec and returns the model's first
+output as float32 (quantized models are (de)quantized inside).
 
 Nothing here imports TensorFlow or Keras at module level: an edge box has neither.
 """
@@ -26,7 +27,8 @@ BACKENDS = ("litert", "onnxruntime", "openvino", "keras")
 DEVICES = ("cpu", "cuda", "tensorrt")
 SUFFIX_BACKEND = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
 # Which backends can run which files; a mismatch is a user error, not a silent conversion.
-BACKEND_SUFFIXES = {"litert": (".tflite",), "onnxruntime": (".onnx",), "openvino": (".onnx",), "keras": (".keras",)}
+BACKEND_SUFFIXES = {"litert": (".tflite",), "onnxruntime": (".onnx",), "openvino": (".onnx",),
+                    "keras": (".keras",)}
 
 
 ORT_PROVIDERS = {
