@@ -103,6 +103,50 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     except OSError as e:
         why = e.strerror or str(e)
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {why}") from None
+    if "://" not in address:
+        _check_gcs(address, host, port, timeout)
+
+
+def _auth_token() -> str | None:
+    """The token a Ray client sends: RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _check_gcs(address: str, host: str, port: int, timeout: float) -> None:
+    """Ask the address what a Ray head answers first (GCS GetClusterId) with a deadline. Something
+    that accepts TCP but is not Ray (a proxy, a web server) would otherwise keep ray.init retrying
+    for 20 s with a page of log lines."""
+    try:
+        import grpc  # comes with Ray
+    except ModuleNotFoundError:
+        return
+    token = _auth_token()
+    metadata = (("authorization", "Bearer " + token),) if token else ()
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId", request_serializer=None,
+                                   response_deserializer=None)
+        try:
+            call(b"", timeout=timeout, metadata=metadata)
+            return
+        except grpc.RpcError as e:
+            code = e.code()
+            details = (e.details() or "").strip().splitlines()
+            detail = details[0] if details else str(code)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        raise ClusterError(f"the Ray cluster at {address} refused this client's token (set RAY_AUTH_TOKEN, "
+                           "or RAY_AUTH_TOKEN_PATH, to the cluster's token)")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: no answer within {timeout:g} s")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {detail}")
+    raise ClusterError(f"{address} answers, but not as a Ray cluster head ({detail})")
 
 
 def _quiet_env(local: bool) -> None:

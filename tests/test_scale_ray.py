@@ -256,17 +256,37 @@ def test_batch_loses_and_repeats_nothing_when_a_worker_and_the_driver_are_killed
     _check_results(out, want, want.keys())
 
 
-def test_batch_address_unreachable_is_one_line(archive, tmp_path):
+def _one_line(proc, match: str) -> None:
+    err = assert_clean_error(proc, match)
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_batch_address_unreachable_is_one_line(cluster, archive, tmp_path):
+    address, env = cluster
     port = _free_port()  # nothing listens there
     proc = run_cli("batch", str(archive / "faces"), "--model", "smile", "--out", str(tmp_path / "o"),
                    "--address", f"127.0.0.1:{port}", timeout=30)
-    err = assert_clean_error(proc, rf"cannot reach the Ray cluster at 127.0.0.1:{port}")
-    assert len(err.strip().splitlines()) == 1, err
+    _one_line(proc, rf"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused")
+    assert not (tmp_path / "o").exists()
+    # A port that accepts and never answers (a firewall, a stuck process): the probe's deadline.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        where = f"127.0.0.1:{silent.getsockname()[1]}"
+        proc = run_cli("batch", str(archive / "faces"), "--model", "smile", "--out", str(tmp_path / "o"),
+                       "--address", where, timeout=30)
+    _one_line(proc, rf"cannot reach the Ray cluster at {where}: no answer within 3 s")
+    # The real cluster with the wrong token.
+    proc = run_cli("batch", str(archive / "faces"), "--model", "smile", "--out", str(tmp_path / "o"),
+                   "--address", address, env={**env, "RAY_AUTH_TOKEN": "0" * 64}, timeout=30)
+    _one_line(proc, rf"the Ray cluster at {address} refused this client's token")
     assert not (tmp_path / "o").exists()
     proc = run_cli("smile", "--ray", "--source", str(archive / "clips" / "vtest40.avi"), "--no-display",
                    timeout=30, env={"RAY_ADDRESS": f"127.0.0.1:{port}"})
-    err = assert_clean_error(proc, rf"cannot reach the Ray cluster at 127.0.0.1:{port}")
-    assert len(err.strip().splitlines()) == 1, err
+    _one_line(proc, rf"cannot reach the Ray cluster at 127.0.0.1:{port}")
+    proc = run_cli("run", "--model", "smile", "--source", str(archive / "clips" / "vtest40.avi"), "--no-display",
+                   "--address", address, timeout=30)
+    _one_line(proc, r"--address names a Ray cluster for --ray; add --ray")
 
 
 @pytest.mark.parametrize("command", [["batch", "x.mp4", "--model", "smile", "--out", "o"],
