@@ -16,9 +16,20 @@ from typing import BinaryIO, Iterable
 
 from .errors import ConfigError, EdgecvError
 
-# Temporary outputs are hidden files beside their target: .NAME.edgecv-PID.part.SUFFIX (the suffix
-# kept, because OpenCV's video writer picks its container from it).
+# Temporary outputs are hidden files beside their target: .NAME.edgecv-HOST-PID.part.SUFFIX (the
+# suffix kept, because OpenCV's video writer picks its container from it). HOST is a short tag of
+# this machine's name: a PID is only known dead on its own host (a shared or network folder, a
+# container with its own PIDs), so only this host's leftovers are ever removed.
 TMP_TAG = ".edgecv-"
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+HOST_TAG = _host_tag()
 # A text file a user hands us (a config, a sources list) is small; a larger one is a mistake or hostile.
 TEXT_LIMIT = 4 * 1024 * 1024
 
@@ -127,7 +138,7 @@ def output_target(path: str | os.PathLike) -> Path:
 def temp_path(path: str | os.PathLike) -> Path:
     """The hidden temporary name of `path` for this process."""
     p = Path(path)
-    return p.with_name(f".{_temp_base(p)}{TMP_TAG}{os.getpid()}.part{p.suffix[:16]}")
+    return p.with_name(f".{_temp_base(p)}{TMP_TAG}{HOST_TAG}-{os.getpid()}.part{p.suffix[:16]}")
 
 
 def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
@@ -139,7 +150,7 @@ def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
     except OSError:
         return removed
     for c in candidates:
-        m = re.search(re.escape(TMP_TAG) + r"(\d+)\.part", c.name)
+        m = re.search(re.escape(TMP_TAG) + re.escape(HOST_TAG) + r"-(\d+)\.part", c.name)
         if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
             continue
         try:
