@@ -71,7 +71,8 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--max-fps", type=finite_float(0, above=True), metavar="N",
                    help="process at most N frames a second per source (live: skip; files: pace)")
     p.add_argument("--no-display", action="store_true", help="never open a window")
-    p.add_argument("--save", metavar="OUT", help="annotated video: .avi (MJPG) or .mp4 (mp4v)")
+    p.add_argument("--save", metavar="OUT", help="annotated video: .avi (MJPG) or .mp4 (H.264 when ffmpeg with libx264 is "
+                   "on the PATH, else mp4v with a warning)")
     p.add_argument("--json-out", metavar="FILE", help="JSON lines, one event per frame")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--metrics-interval", type=finite_float(0), default=5.0, metavar="S",
@@ -204,7 +205,9 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
             log.info("no display found (DISPLAY/WAYLAND_DISPLAY unset): not showing a window "
                      "(--no-display silences this)")
     if args.save:
-        sinks.append(VideoSink(args.save, per_source=len(sources) > 1))
+        from .h264 import video_sink  # .mp4 as H.264 where ffmpeg has libx264 (browsers play it)
+
+        sinks.append(video_sink(args.save, per_source=len(sources) > 1))
     if args.json_out:
         sinks.append(JsonLinesSink(args.json_out))
     try:

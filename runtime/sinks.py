@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 import cv2
 
@@ -145,6 +145,9 @@ class VideoSink:
         if is_special(self.path):  # both containers seek back to write their index at the end
             raise OutputError(f"cannot write {self.path}: a video is written to a regular file, not a pipe or device")
         self.fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[suffix])
+        # (path, fourcc, fps, (w, h)) -> an object with isOpened/write/release; runtime.h264 puts
+        # ffmpeg's H.264 encoder here for .mp4 (browsers do not play mp4v).
+        self.writer_factory: Callable[..., Any] = cv2.VideoWriter
         self.per_source = per_source
         self.fps = fps
         self.annotate = annotate
@@ -177,7 +180,7 @@ class VideoSink:
             target = out.open()
             h, w = image.shape[:2]
             fps = self.fps or (result.fps if 0 < result.fps <= 240 else 25.0)
-            writer = cv2.VideoWriter(str(target), self.fourcc, fps, (w, h))
+            writer = self.writer_factory(str(target), self.fourcc, fps, (w, h))
             if not writer.isOpened():
                 raise OutputError(f"cannot open {path} for writing")
             entry = self.writers[sid] = (writer, (w, h))
