@@ -208,7 +208,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         # A per-run folder: `ray.init()` with no address may attach to a stale /tmp/ray session and
         # hang, and session folders would pile up in /tmp/ray (TOOLCHAIN.md). Unix socket paths are
         # limited to 107 bytes, so it lives directly under the system temporary folder.
-        temp_dir = tempfile.mkdtemp(prefix="edgecv-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+        sweep_stale_temp_dirs(base)
+        temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=base)
+        with open(os.path.join(temp_dir, OWNER_FILE), "w") as f:
+            f.write(str(os.getpid()))
         kwargs.update(address="local", _temp_dir=temp_dir, num_cpus=num_cpus, num_gpus=num_gpus)
         if os.environ.get("EDGECV_RAY_OBJECT_STORE_MB"):
             kwargs["object_store_memory"] = int(os.environ["EDGECV_RAY_OBJECT_STORE_MB"]) * 2**20
@@ -233,6 +237,41 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
             ray.shutdown()
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+TEMP_PREFIX = "edgecv-ray-"
+OWNER_FILE = "edgecv-owner.pid"
+STALE_AFTER_S = 300  # a killed command's Ray agents outlive it by a minute or two
+
+
+def sweep_stale_temp_dirs(base: str) -> list[str]:
+    """Remove the per-run Ray folders of commands that were killed (their owner process is gone and
+    the folder has not changed for STALE_AFTER_S): a SIGKILL leaves the folder behind."""
+    removed = []
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(TEMP_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        folder = os.path.join(base, name)
+        try:
+            with open(os.path.join(folder, OWNER_FILE)) as f:
+                pid = int(f.read().strip() or 0)
+            age = time.time() - os.stat(folder).st_mtime
+        except (OSError, ValueError):
+            continue  # not ours, or being created
+        if pid <= 0 or age < STALE_AFTER_S:
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def _first_line(e: BaseException) -> str:
