@@ -467,7 +467,10 @@ class _Fleet:
                 sources[sid] = entry
         actors = {a.name: {"sources": a.sids, "restarts": a.restarts, "gaps_s": a.gaps_s,
                            "state": "dead" if a.dead else ("finished" if a.finished else "stopped"),
-                           "error": a.dead, "pid": a.pid} for a in self.actors}
+                           "error": a.dead, "pid": a.pid,
+                           # the actor's own pipeline metrics (its last incarnation): stages, batches, memory
+                           **{k: (a.summary or {}).get(k) for k in ("stages_ms", "batches", "peak_rss_mb")
+                              if (a.summary or {}).get(k) is not None}} for a in self.actors}
         dead = [a for a in self.actors if a.dead]
         if dead and self.error is None and self.signals < 2 and len(dead) == len(self.actors):
             self.error = "every pipeline actor died: " + "; ".join(f"{a.name} {a.dead}" for a in dead)
