@@ -146,8 +146,10 @@ def expand_inputs(texts: Iterable[str]) -> list[Planned]:
                                                             error=f"{text}: folder holds no videos or images"))
             for p in found:
                 add(p)
-        elif path.exists() or os.path.lexists(text):
-            add(path) if path.exists() else out.setdefault(text, Planned(text, text, error=f"{text}: a broken link"))
+        elif path.exists():
+            add(path)
+        elif os.path.lexists(text):
+            out.setdefault(text, Planned(text, text, error=f"{text}: a broken symbolic link"))
         elif any(c in text for c in "*?["):
             matches = sorted(Path(m) for m in globmod.glob(text, recursive=True) if os.path.isfile(m))
             if not matches:
@@ -435,7 +437,6 @@ def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], mani
         todo.append(p)
     progress = Progress(len(planned), not args.no_progress)
     interrupted = {"n": 0}
-    summary: dict[str, Any] = {}
     job = ArchiveJob(ref, None if args.detector == "none" else args.detector, det_opts, args.detect_every,
                      args.backend, args.device, args.batch, args.max_frame_pixels)
     # Videos one per task; still images in groups (each is still its own input and its own file).

@@ -201,7 +201,7 @@ def run_fleet(args: argparse.Namespace, ref, detector: str, entries: Sequence[tu
 
     from .machine import choose_defaults, usable_cpus
     from .outputs import commit_only_if, no_output_reason, write_summary
-    from .sinks import JsonLinesSink, SinkSet, display_available
+    from .sinks import JsonLinesSink, display_available
 
     if args.save:
         raise ConfigError("--save needs every frame in this process; with --ray frames stay in the actors "
