@@ -10,6 +10,7 @@ from pathlib import Path
 from . import zoo
 from .errors import ModelError, unknown
 from .modelfile import MODEL_SUFFIXES, load_spec
+from .safeio import link_problem
 from .spec import ModelSpec
 
 # The file suffix each backend runs (a shipped name with --backend picks that artefact).
@@ -42,6 +43,8 @@ def model_path(model: str | os.PathLike, backend: str | None = None) -> Path:
         if (p / "model.keras").is_file():
             return p / "model.keras"
         raise ModelError(f"{p}: a run directory must hold model.keras")
+    if not p.exists() and (problem := link_problem(p)):
+        raise ModelError(f"{s}: {problem}")
     if not p.exists():
         raise ModelError(f"{s}: no such model file, and " + unknown("shipped model", s, zoo.names() or ["(none)"]))
     if p.suffix.lower() not in MODEL_SUFFIXES:

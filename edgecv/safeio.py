@@ -53,6 +53,30 @@ def redact_url(text: object) -> str:
     return _URL.sub(lambda m: m.group("scheme") + "***@", s)
 
 
+# --- links that lead nowhere ---------------------------------------------------------------------
+def link_problem(path: str | os.PathLike) -> str | None:
+    """'a symbolic link loop' or 'a broken symbolic link (to X)' when `path` is a link that does not
+    reach a file, else None: said as such, not as "no such file"."""
+    p = Path(path)
+    if not os.path.islink(p):
+        try:  # a loop further up the path
+            p.resolve(strict=True)
+        except RuntimeError:
+            return "a symbolic link loop"
+        except OSError as e:
+            return "a symbolic link loop" if e.errno == errno.ELOOP else None
+        return None
+    try:
+        p.resolve(strict=True)
+    except RuntimeError:
+        return "a symbolic link loop"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"a broken symbolic link (to {os.readlink(p)})"
+    return None
+
+
 # --- same file ----------------------------------------------------------------------------------
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True when a and b name the same file (links and relative paths resolved)."""
@@ -89,13 +113,8 @@ def check_output(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.P
         if inp is not None and same_file(p, inp):
             raise OutputError(f"cannot write {p}: {flag} is the same file as the input {inp}; "
                               "choose another output path")
-    if p.is_symlink():
-        try:
-            p.resolve(strict=True)
-        except (OSError, RuntimeError) as e:
-            loop = isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP
-            raise OutputError(f"cannot write {p}: {'a symbolic link loop' if loop else 'a broken symbolic link'}") \
-                from None
+    if p.is_symlink() and (problem := link_problem(p)):
+        raise OutputError(f"cannot write {p}: {problem}")
     if p.is_dir():
         raise OutputError(f"cannot write {p}: {flag} is a folder")
     if p.exists():

@@ -16,7 +16,6 @@ Source strings (`parse_source`):
 """
 from __future__ import annotations
 
-import errno
 import glob as globmod
 import logging
 import math
@@ -36,7 +35,7 @@ import numpy as np
 
 from edgecv.errors import ConfigError, DataError, EdgecvError, SourceError, unknown
 from edgecv.images import is_image_path, list_images, read_image
-from edgecv.safeio import redact_url
+from edgecv.safeio import link_problem, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -556,15 +555,8 @@ def make_reader(text: str) -> Reader:
         if not paths:
             raise SourceError(f"{path}: folder holds no images")
         return ImageReader(paths)
-    if not path.exists() and os.path.lexists(text):
-        try:
-            path.resolve(strict=True)
-        except RuntimeError:
-            raise SourceError(f"{text}: a symbolic link loop") from None
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise SourceError(f"{text}: a symbolic link loop") from None
-            raise SourceError(f"{text}: a broken symbolic link (to {os.readlink(text)})") from None
+    if not path.exists() and os.path.lexists(text) and (problem := link_problem(text)):
+        raise SourceError(f"{text}: {problem}")
     if not path.exists():
         raise SourceError(f"no such file: {redact_url(text)} (a source is a camera index, video file, image file/folder/glob, "
                           f"{'/'.join(NETWORK_SCHEMES[:5])} URL, video:NAME or synthetic://WxH)")

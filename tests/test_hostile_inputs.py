@@ -195,8 +195,15 @@ def test_an_existing_path_with_brackets_is_that_file_not_a_pattern(tmp_path):
 def test_a_symlink_loop_says_so(tmp_path):
     (tmp_path / "a.mp4").symlink_to(tmp_path / "b.mp4")
     (tmp_path / "b.mp4").symlink_to(tmp_path / "a.mp4")
+    (tmp_path / "gone.onnx").symlink_to(tmp_path / "nowhere.onnx")
     with pytest.raises(SourceError, match="symbolic link loop"):
         parse_source(str(tmp_path / "a.mp4"))
+    proc = run_cli("run", "--model", str(tmp_path / "a.mp4"), "--source", "synthetic://16x16?frames=1", *FAST,
+                   timeout=120)
+    assert_clean_error(proc, r"a\.mp4: a symbolic link loop")
+    proc = run_cli("run", "--model", str(tmp_path / "gone.onnx"), "--source", "synthetic://16x16?frames=1", *FAST,
+                   timeout=120)
+    assert_clean_error(proc, r"gone\.onnx: a broken symbolic link \(to .*nowhere\.onnx\)")
 
 
 # --- a run that produced nothing ------------------------------------------------------------------
