@@ -144,7 +144,8 @@ class LiveServer:
         self._closing = threading.Event()
         self._new = threading.Event()
         self._cv = threading.Condition()
-        self._jpeg: dict[str, tuple[int, bytes, float, int]] = {}  # sid -> (seq, jpeg, t_capture, frame)
+        self._jpeg: dict[str, tuple[int, bytes, float, int]] = {}
+        self._due: dict[str, float] = {}  # when each stream may be encoded next  # sid -> (seq, jpeg, t_capture, frame)
         self.viewers: dict[str, int] = defaultdict(int)
         self.sent: dict[str, int] = defaultdict(int)
         self.encoded: dict[str, int] = defaultdict(int)
@@ -195,7 +196,9 @@ class LiveServer:
 
     # -- encoding -------------------------------------------------------------------------------
     def _on_frame(self, sid: str) -> None:
-        if self.viewers.get(sid):
+        # Wake the encoder only when this stream may send again: at 100 fps in and 10 out, waking it
+        # for every frame cost more CPU than the JPEGs.
+        if self.viewers.get(sid) and time.monotonic() >= self._due.get(sid, 0.0):
             self._new.set()
 
     def _encode_loop(self) -> None:
@@ -219,6 +222,7 @@ class LiveServer:
                     continue
                 last_seq[sid] = seq
                 last_t[sid] = time.monotonic()
+                self._due[sid] = last_t[sid] + period
                 image = result.annotated_at(self.max_width)
                 ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
                 if not ok:

@@ -151,6 +151,18 @@ def main() -> int:
                                                           f"{55 * a.loops} frames)"}
     try:
         # -- cost --------------------------------------------------------------------------------
+        # Start-up CPU (imports, model, server) of each configuration, subtracted below so the CPU per
+        # frame is the steady state's: `--max-frames 1`, twice each.
+        startup = {}
+        for tag, extra in (("plain", []), ("served", ["--serve", "127.0.0.1:0"])):
+            runs = []
+            for k in range(2):
+                c0 = cpu_children()
+                proc, out, err = start(["--source", str(clip), "--max-frames", "1", *extra], tmp, f"start-{tag}{k}")
+                proc.wait(600)
+                runs.append(cpu_children() - c0)
+            startup[tag] = float(np.mean(runs))
+        print(f"start-up CPU: without {startup['plain']:.2f} s, with --serve {startup['served']:.2f} s", flush=True)
         plain, served, lat, cpu_plain, cpu_served = [], [], [], [], []
         for i in range(a.pairs):
             c0 = cpu_children()
@@ -158,7 +170,7 @@ def main() -> int:
             proc.wait(600)
             fps, summary = fps_of(out)
             plain.append(fps)
-            cpu_plain.append((cpu_children() - c0) * 1000 / summary["frames"])
+            cpu_plain.append((cpu_children() - c0 - startup["plain"]) * 1000 / summary["frames"])
             c0 = cpu_children()
             proc, out, err = start(["--source", str(clip), "--serve", "127.0.0.1:0"], tmp, f"served{i}")
             url = server_url(proc, err)
@@ -168,7 +180,7 @@ def main() -> int:
             client.join(10)
             fps, summary = fps_of(out)
             served.append(fps)
-            cpu_served.append((cpu_children() - c0) * 1000 / summary["frames"])
+            cpu_served.append((cpu_children() - c0 - startup["served"]) * 1000 / summary["frames"])
             lat += client.lat
             print(f"pair {i}: without {plain[-1]:.2f} fps {cpu_plain[-1]:.2f} CPU ms/frame, with --serve + 1 "
                   f"viewer {fps:.2f} fps {cpu_served[-1]:.2f} CPU ms/frame ({client.parts} parts received)",
@@ -177,6 +189,7 @@ def main() -> int:
         result["cost"] = {"fps_without": plain, "fps_with_serve_and_viewer": served,
                           "mean_without": round(float(np.mean(plain)), 2),
                           "mean_with": round(float(np.mean(served)), 2), "cost_pct": round(100 * float(cost), 1),
+                          "startup_cpu_s": {k: round(v, 3) for k, v in startup.items()},
                           "cpu_ms_per_frame_without": [round(x, 3) for x in cpu_plain],
                           "cpu_ms_per_frame_with": [round(x, 3) for x in cpu_served],
                           "cpu_cost_pct": round(100 * float(np.mean(cpu_served) / np.mean(cpu_plain) - 1), 1),
