@@ -20,6 +20,8 @@ EXAMPLES = """examples:
   edgecv smile --source video:smile.mp4 --no-display --save out/smile.mp4 --json-out out/smile.jsonl
   edgecv smile --source rtsp://camera/stream --backend onnxruntime --device cuda
   edgecv smile --source photos/ --detector haar --json-out faces.jsonl
+  edgecv smile --source 0 --serve 8080 --shutter photos/ --mqtt broker.lan --mqtt-topic home/hall
+                                                            # live page on http://127.0.0.1:8080/ (docs/live.md)
 """
 
 

@@ -230,3 +230,18 @@ def test_annotation_draws_the_track_id_on_a_filled_label_and_the_stream_fps():
     assert np.all(corner == (40, 40, 40), axis=-1).mean() > 0.5  # the "s0  24.5 fps" header
     small = r.annotated_at(320)
     assert small.shape == (180, 320, 3)
+
+
+@pytest.mark.parametrize("module, flags, match", [
+    ("prometheus_client", ["--serve", "0"], r"--serve needs prometheus-client.*pip install 'edgecv\[live\]'"),
+    ("paho", ["--mqtt", "127.0.0.1"], r"--mqtt needs paho-mqtt.*pip install 'edgecv\[live\]'"),
+])
+def test_a_missing_live_extra_names_it(tmp_path, module, flags, match):
+    """As on the base install: the module cannot be imported (a stand-in on PYTHONPATH that fails as a
+    missing module does)."""
+    stub = tmp_path / "stubs" / module
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named {module!r}\", name={module!r})\n")
+    proc = run_cli(*SMILE, *flags, env={"PYTHONPATH": str(tmp_path / "stubs")}, timeout=120)
+    err = assert_clean_error(proc, match)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
