@@ -59,6 +59,27 @@ def test_typed_config_names_every_bad_field_on_its_own_line(values, bad):
     assert len([x for x in lines if ": expected" in x or "unknown" in x]) == len(bad)
 
 
+@pytest.mark.parametrize("values, match", [
+    ({"schedule": "step", "schedule_kw": {"drop_evry": 5}}, r"schedule 'step' takes no option 'drop_evry'"),
+    ({"schedule": "step", "schedule_kw": {"factor": "half"}}, r"schedule_kw\.factor: expected a number in \(0, 1\]"),
+    ({"schedule": "piecewise", "schedule_kw": {"boundaries": [5], "values": [0.1]}}, r"one more value than"),
+    ({"schedule": "none", "schedule_kw": {"power": 2}}, r"schedule 'none' takes no option 'power'"),
+])
+def test_schedule_options_are_checked_not_ignored(values, match):
+    from edgecv.train.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(out="x", **values)
+
+
+def test_unknown_model_option_is_refused_before_the_run_folder_exists(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("train", "classify", "--arch", "lenet", "--data", "mnist", "--model-kw", "dropuot=0.5",
+                   "--out", str(out), timeout=300)
+    assert_clean_error(proc, r"model 'lenet' takes no option\(s\) dropuot; it takes: .*dropout")
+    assert not out.exists()
+
+
 def test_yaml_numbers_written_as_strings_are_numbers():
     from edgecv.train.config import TrainConfig
 

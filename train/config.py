@@ -80,8 +80,15 @@ class TrainConfig:
                 any(p < i for p, i in zip(self.patch_from, self.input_size)):
             raise ConfigError(f"--patch-from H W must be at least the input size {self.input_size}; "
                               f"got {self.patch_from}")
+        import inspect
+
         from .nets import get_builder
-        get_builder(self.arch)
+        params = inspect.signature(get_builder(self.arch)).parameters
+        bad = [k for k in self.model_kw if k not in params or k in ("input_shape", "classes")]
+        if bad:  # create_model says the same, but only after the run folder exists
+            allowed = [p for p in params if p not in ("input_shape", "classes")]
+            raise ConfigError(f"model_kw: model {self.arch!r} takes no option(s) {', '.join(map(str, bad))}; "
+                              f"it takes: {', '.join(allowed) or 'none'}")
         return self
 
     def to_yaml(self) -> str:
@@ -183,3 +190,36 @@ def check_types(cfg: TrainConfig) -> None:
     if bad:
         many = f"{len(bad)} bad options:\n  " if len(bad) > 1 else ""
         raise ConfigError(many + "\n  ".join(bad))
+    check_schedule_kw(cfg.schedule, cfg.schedule_kw)
+
+
+# schedule -> its options and what each must be (train.schedules.make_schedule reads these).
+SCHEDULE_OPTIONS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "none": {},
+    "step": {"factor": (lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
+             "drop_every": (lambda v: _int(v) and v >= 1, "an integer >= 1")},
+    "poly": {"power": (lambda v: _num(v) and v > 0, "a number > 0")},
+    "piecewise": {"boundaries": (lambda v: isinstance(v, list) and all(_int(x) and x >= 0 for x in v),
+                                 "a list of epoch numbers"),
+                  "values": (lambda v: isinstance(v, list) and len(v) > 0 and all(_num(x) and x > 0 for x in v),
+                             "a list of learning rates > 0")},
+}
+
+
+def check_schedule_kw(schedule: str, kw: dict[str, Any]) -> None:
+    """schedule_kw against its schedule: unknown keys and bad values are errors, never ignored."""
+    allowed = SCHEDULE_OPTIONS.get(schedule, {})
+    bad = []
+    for k, v in kw.items():
+        if k not in allowed:
+            bad.append(f"schedule_kw: schedule {schedule!r} takes no option {k!r}; it takes: "
+                       f"{', '.join(allowed) or 'none'}")
+            continue
+        test, what = allowed[k]
+        if not test(v):
+            bad.append(f"schedule_kw.{k}: expected {what}; got {v!r}")
+    if schedule == "piecewise" and not bad and "boundaries" in kw and "values" in kw \
+            and len(kw["values"]) != len(kw["boundaries"]) + 1:
+        bad.append("schedule_kw: piecewise needs one more value than boundaries")
+    if bad:
+        raise ConfigError("\n  ".join(bad) if len(bad) == 1 else f"{len(bad)} bad options:\n  " + "\n  ".join(bad))
