@@ -71,8 +71,8 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--max-fps", type=finite_float(0, above=True), metavar="N",
                    help="process at most N frames a second per source (live: skip; files: pace)")
     p.add_argument("--no-display", action="store_true", help="never open a window")
-    p.add_argument("--save", metavar="OUT", help="annotated video: .avi (MJPG) or .mp4 (H.264 when ffmpeg with libx264 is "
-                   "on the PATH, else mp4v with a warning)")
+    p.add_argument("--save", metavar="OUT", help="annotated video: .avi (MJPG) or .mp4 (H.264 when ffmpeg with "
+                   "libx264 is on the PATH, else mp4v with a warning)")
     p.add_argument("--json-out", metavar="FILE", help="JSON lines, one event per frame")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--metrics-interval", type=finite_float(0), default=5.0, metavar="S",

@@ -42,8 +42,11 @@ const [url, secs] = arguments;
   const te = new TextDecoder();
   let buf = new Uint8Array(0);
   const end = performance.now() + secs * 1000;
-  const sep = [13, 10, 13, 10];
-  const find = (b) => { for (let i = 0; i + 3 < b.length; i++) if (b[i] === 13 && b[i+1] === 10 && b[i+2] === 13 && b[i+3] === 10) return i; return -1; };
+  const find = (b) => {  // the blank line after a part's headers
+    for (let i = 0; i + 3 < b.length; i++)
+      if (b[i] === 13 && b[i+1] === 10 && b[i+2] === 13 && b[i+3] === 10) return i;
+    return -1;
+  };
   while (performance.now() < end) {
     const {value, done: d} = await reader.read();
     if (d) break;

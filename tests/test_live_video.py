@@ -3,7 +3,6 @@ it does not; the file is the whole run either way."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 

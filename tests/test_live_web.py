@@ -15,7 +15,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -160,7 +159,8 @@ def test_metrics_parse_with_the_prometheus_parser_and_hold_the_documented_series
         "edgecv_stream_frames_skipped": "counter", "edgecv_stream_reconnects": "counter",
         "edgecv_stream_up": "gauge", "edgecv_frame_age_seconds": "histogram",
         "edgecv_stage_latency_seconds": "histogram", "edgecv_batch_size_mean": "gauge",
-        "edgecv_batches": "counter", "edgecv_faces": "gauge", "edgecv_faces_detected": "counter", "edgecv_smiling": "gauge", "edgecv_tracks": "gauge",
+        "edgecv_batches": "counter", "edgecv_faces": "gauge", "edgecv_faces_detected": "counter",
+        "edgecv_smiling": "gauge", "edgecv_tracks": "gauge",
         "edgecv_events": "counter", "edgecv_web_viewers": "gauge", "edgecv_web_frames_sent": "counter"}
     for name, kind in documented.items():
         assert name in fams, f"{name} missing from /metrics"
