@@ -266,3 +266,63 @@ def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(full_disk, tmp_p
     err = assert_clean_error(proc, r"cannot write the export in .*small: No space left on device")
     assert err.strip().splitlines()[-1].startswith("edgecv: error:")
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # no output, no temporary folder
+
+
+def test_a_server_that_never_stops_sending_is_cut_at_the_expected_size(tmp_path):
+    """No Content-Length and an endless body: the download stops at twice the registry's size, removes
+    its partial file and says why (it used to write until the disk was full)."""
+    import http.server
+    import threading
+
+    from edgecv.data.download import download
+    from edgecv.errors import DownloadError
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # no Content-Length: the body ends when the connection does
+
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"\0" * 65536)
+            except OSError:
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        dest = tmp_path / "d" / "data.bin"
+        with pytest.raises(DownloadError, match=r"sent more than the 2,000,000 bytes expected"):
+            download(f"http://127.0.0.1:{srv.server_address[1]}/x", dest, size=1_000_000, progress=False)
+        assert list(dest.parent.iterdir()) == []
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_full_disk_during_a_download_is_not_retried_and_keeps_the_part(full_disk, data_dir):
+    import functools
+    import http.server
+    import threading
+
+    from edgecv.data.download import download
+    from edgecv.errors import DownloadError
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(data_dir)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        dest = full_disk / "smile.mp4"
+        with pytest.raises(DownloadError, match=r"cannot write .*smile\.mp4\.part: No space left on device"):
+            download(f"http://127.0.0.1:{srv.server_address[1]}/videos/smile.mp4", dest, progress=False)
+        assert not dest.exists() and (full_disk / "smile.mp4.part").exists()  # resumable once there is room
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -161,10 +162,19 @@ def download(url: str, dest: Path, sha256: tuple[str, ...] = (), size: int | Non
                     have = 0
                 length = resp.headers.get("Content-Length")
                 total = (have + int(length)) if length else size
+                # A server that keeps sending (no Content-Length) must not fill the disk: at most twice
+                # the registry's size (a listed alternative may differ a little), else MAX_DOWNLOAD.
+                limit = total if length else (2 * size if size else MAX_DOWNLOAD)
                 bar = Progress(dest.name, total, progress)
                 bar.update(have)
                 with open(part, "ab" if resumed else "wb") as f:
+                    got = have
                     while chunk := resp.read(CHUNK):
+                        got += len(chunk)
+                        if got > limit:
+                            f.close()
+                            part.unlink()
+                            raise TooLong(f"{url}: the server sent more than the {limit:,} bytes expected")
                         f.write(chunk)
                         bar.update(len(chunk))
                     f.flush()
@@ -178,7 +188,15 @@ def download(url: str, dest: Path, sha256: tuple[str, ...] = (), size: int | Non
                 part.unlink()
                 continue
             raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
-        except (urllib.error.URLError, OSError, DownloadError) as e:
+        except TooLong as e:
+            raise DownloadError(str(e)) from None
+        except OSError as e:
+            if e.errno in LOCAL_ERRNOS and not isinstance(e, urllib.error.URLError):  # ours, not the network's
+                raise DownloadError(f"cannot write {part}: {e.strerror} (the partial download stays, to be "
+                                    "resumed)") from None
+            last_error = e
+            time.sleep(min(2 ** attempt * 0.2, 2))
+        except DownloadError as e:
             last_error = e
             time.sleep(min(2 ** attempt * 0.2, 2))
     else:
@@ -195,6 +213,16 @@ def download(url: str, dest: Path, sha256: tuple[str, ...] = (), size: int | Non
                                 f"{' or '.join(s[:16] + '...' for s in sha256)}")
     os.replace(part, dest)
     return dest
+
+
+class TooLong(Exception):
+    """The server sent more than expected (not retried)."""
+
+
+# A download with no known size (no registry size, no Content-Length) stops here.
+MAX_DOWNLOAD = 16 * 1024**3
+# Errors of the local disk, not of the network: retrying cannot help.
+LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def sha256_file(path: Path) -> str:
