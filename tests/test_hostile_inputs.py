@@ -244,7 +244,7 @@ def test_a_run_whose_only_image_is_refused_exits_non_zero_with_the_reason(tmp_pa
     bomb.write_bytes(_png_claiming(100_000, 100_000))
     events = tmp_path / "e.jsonl"
     proc = run("--source", str(bomb), "--json-out", str(events))
-    err = assert_clean_error(proc, r"no source produced a frame: s0 .*bomb\.png.*pixel limit")
+    assert_clean_error(proc, r"no source produced a frame: s0 .*bomb\.png.*pixel limit")
     assert proc.returncode == 1 and not events.exists()
 
 

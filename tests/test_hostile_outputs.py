@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -157,7 +156,7 @@ def full_disk(tmp_path):
 
 
 def test_full_disk_fails_the_run_and_keeps_the_earlier_outputs(full_disk, data_dir):
-    events, out, summary = full_disk / "e.jsonl", full_disk / "x.mp4", full_disk / "s.json"
+    events, out = full_disk / "e.jsonl", full_disk / "x.mp4"
     for p in (events, out):
         p.write_bytes(b"earlier\n")
     proc = run("--source", str(data_dir / "videos" / "crowd_topdown_1280x720_h264.avi"), "--max-frames", "80",
