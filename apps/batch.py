@@ -327,11 +327,14 @@ class Progress:
         self.t0 = time.monotonic()
         self.last = 0.0
 
+    def due(self) -> bool:
+        return self.enabled and time.monotonic() - self.last >= (0.5 if self.tty else 10.0)
+
     def show(self, done: int, failed: int, frames: int, final: bool = False) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
-        if not final and now - self.last < (0.5 if self.tty else 10.0):
+        if not final and not self.due():
             return
         self.last = now
         el = max(now - self.t0, 1e-9)
@@ -411,7 +414,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], manifest: Manifest,
              results_dir: Path, out: Path) -> int:
     from edgecv.raycluster import connect
-    from edgecv.runtime.archive import ArchiveInput, ArchiveJob, Classifier, process_inputs
+    from edgecv.runtime.archive import ArchiveInput, ArchiveJob, Classifier, FrameCounter, process_inputs
     from edgecv.safeio import atomic_write_text
 
     t0 = time.monotonic()
@@ -477,7 +480,9 @@ def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], mani
             except ray.exceptions.RayActorError as e:
                 raise EdgecvError(f"the classifier could not start: {_actor_error(e)}") from None
             task = ray.remote(num_cpus=1, max_retries=3)(process_inputs)
-            t_work = time.monotonic()
+            counter = ray.remote(num_cpus=0)(FrameCounter).remote() if progress.enabled else None
+            counted = 0
+            t_work = progress.t0 = time.monotonic()  # frames/s over the work, Ray's start-up apart
             pending = list(reversed(chunks))
             inflight: dict[Any, list[Planned]] = {}
 
@@ -492,7 +497,7 @@ def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], mani
                     while pending and len(inflight) < workers:
                         chunk = pending.pop()
                         items = [ArchiveInput(p.key, p.source) for p in chunk]
-                        inflight[task.remote(job, items, classifiers)] = chunk
+                        inflight[task.remote(job, items, classifiers, counter)] = chunk
                     ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
                     for r in ready:
                         chunk = inflight.pop(r)
@@ -505,7 +510,12 @@ def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], mani
                             continue
                         for p, o in zip(chunk, outcomes):
                             _commit(p, o, manifest, results_dir, args.format, totals, record_failure)
-                    progress.show(totals["done"] + skipped, len(failures), totals["frames"])
+                    if counter is not None and progress.due():
+                        try:
+                            counted = ray.get(counter.get.remote(), timeout=2)
+                        except ray.exceptions.RayError:
+                            pass
+                    progress.show(totals["done"] + skipped, len(failures), max(counted, totals["frames"]))
             finally:
                 for s, h in old.items():
                     signal.signal(s, h)

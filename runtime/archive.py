@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # Crops sent to a classifier in one call, and calls one task keeps in flight while it decodes on.
 ROWS_PER_CALL = 256
 CALLS_IN_FLIGHT = 4
+PROGRESS_EVERY = 50   # frames between two progress notes of a task
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,20 @@ class Classifier:
                 "pid": os.getpid()}
 
 
+class FrameCounter:
+    """Frames decoded so far by every task (behind a Ray actor): the progress line's frames/s. A task
+    that Ray retries counts its frames again; the summary counts committed frames only."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def add(self, n: int) -> None:
+        self.frames += n
+
+    def get(self) -> int:
+        return self.frames
+
+
 _detectors: dict[tuple, Any] = {}
 
 
@@ -97,9 +112,11 @@ def _detector(job: ArchiveJob):
     return _detectors[key]
 
 
-def process_inputs(job: ArchiveJob, items: Sequence[ArchiveInput], classifiers: Sequence[Any]) -> list[dict]:
+def process_inputs(job: ArchiveJob, items: Sequence[ArchiveInput], classifiers: Sequence[Any],
+                   progress: Any = None) -> list[dict]:
     """A Ray task: each input's outcome, in order. A bad input (cannot open, refused frame size) is a
-    failed outcome with its reason; the other inputs of the task still run."""
+    failed outcome with its reason; the other inputs of the task still run. `progress`: an actor
+    (FrameCounter) told about decoded frames now and then, for the command's progress line."""
     import cv2
 
     from .sources import set_max_frame_pixels
@@ -107,7 +124,7 @@ def process_inputs(job: ArchiveJob, items: Sequence[ArchiveInput], classifiers: 
     cv2.setNumThreads(1)  # one task, one core: the task count is the parallelism (TOOLCHAIN.md)
     set_max_frame_pixels(job.max_frame_pixels)
     detector = _detector(job)
-    return [process_input(job, item, detector, classifiers) for item in items]
+    return [process_input(job, item, detector, classifiers, progress) for item in items]
 
 
 @dataclass
@@ -120,7 +137,8 @@ class _FrameRec:
     timings: dict[str, float]
 
 
-def process_input(job: ArchiveJob, item: ArchiveInput, detector, classifiers: Sequence[Any]) -> dict:
+def process_input(job: ArchiveJob, item: ArchiveInput, detector, classifiers: Sequence[Any],
+                  progress: Any = None) -> dict:
     """Decode every frame of one input, detect and crop as the pipeline does (runtime.pipeline
     `_work`: the ModelSpec's crop rule, clipped; the tracker between detections), classify the
     crops in batches on the actors, and return {"status": "done", "events": [...]} or
@@ -193,9 +211,13 @@ def process_input(job: ArchiveJob, item: ArchiveInput, detector, classifiers: Se
                     send()
             frames.append(_FrameRec(index, tb, h, w, boxes, timings))
             index += 1
+            if progress is not None and index % PROGRESS_EVERY == 0:
+                progress.add.remote(PROGRESS_EVERY)  # not waited for
         send()
         while calls:
             collect()
+        if progress is not None and index % PROGRESS_EVERY:
+            progress.add.remote(index % PROGRESS_EVERY)
     except EdgecvError as e:
         return {"input": item.key, "status": "failed", "error": str(e)}
     except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):

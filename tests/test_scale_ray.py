@@ -141,9 +141,9 @@ def _same(got: list[dict], want: list[dict], name: str) -> None:
             assert abs(a["score"] - b["score"]) < 1e-4, (name, g["frame"], a, b)
 
 
-def _batch(out: Path, inputs, address: str, env: dict, *extra: str, wait: bool = True):
+def _batch(out: Path, inputs, address: str, env: dict, *extra: str, wait: bool = True, progress: bool = False):
     args = [sys.executable, "-m", "edgecv", "batch", *map(str, inputs), "--model", "smile", "--detector", "yunet",
-            "--out", str(out), "--address", address, "--no-progress", *extra]
+            "--out", str(out), "--address", address, *([] if progress else ["--no-progress"]), *extra]
     if not wait:
         return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     return subprocess.run(args, env=env, capture_output=True, timeout=300)
@@ -198,10 +198,11 @@ def _wait_for(cond, timeout: float, what: str):
 def test_batch_matches_single_process_run_and_reports_bad_inputs(cluster, archive, expected, tmp_path):
     address, env = cluster
     out = tmp_path / "out"
-    proc = _batch(out, [archive / "clips", archive / "faces"], address, env)
+    proc = _batch(out, [archive / "clips", archive / "faces"], address, env, progress=True)
     err = proc.stderr.decode()
     assert proc.returncode == 1, err  # two bad inputs: reported, the rest committed
     assert "2 of 9 inputs failed" in err and "Traceback" not in err
+    assert f"batch: 9/9 inputs (2 failed), {sum(len(v) for v in expected.values()):,} frames" in err, err
     summary = json.loads(proc.stdout)
     assert (summary["done"], summary["failed"], summary["skipped"]) == (7, 2, 0)
     assert summary["frames"] == sum(len(v) for v in expected.values())
