@@ -150,7 +150,10 @@ def read_image(path: str | os.PathLike, gray: bool = False) -> np.ndarray:
             raise DataError(f"{path}: not a file")
         if st.st_size > MAX_BYTES:
             raise DataError(f"{path}: {st.st_size:,} bytes is too large for an image")
-        data = path.read_bytes()
+        with open(path, "rb") as f:  # bounded also when the file grows after stat()
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise DataError(f"{path}: more than {MAX_BYTES:,} bytes is too large for an image")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except PermissionError:
