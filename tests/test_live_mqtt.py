@@ -23,7 +23,7 @@ MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exist
 pytestmark = [pytest.mark.network,
               pytest.mark.skipif(MOSQUITTO is None, reason="needs Debian's mosquitto (make system-deps)")]
 TOPIC = "edgecv-test"
-LOOPS, GAP = 4, 20  # smile.mp4 (55 frames) then 20 black frames (everyone leaves), 4 times
+LOOPS, GAP = 3, 20  # smile.mp4 (55 frames) then 20 black frames (everyone leaves), 3 times
 
 
 def wait_for(fn, timeout: float, what: str, interval: float = 0.1):
