@@ -28,11 +28,31 @@ def _input_files(args: argparse.Namespace, sources: Iterable[str]) -> list[str]:
         text = str(src).strip()
         if not text or "://" in text or text.isdigit():
             continue
+        if text.startswith("video:"):  # a data set video: the file it resolves to (parse_source does the same)
+            from edgecv.data import resource_path
+            from edgecv.errors import EdgecvError
+
+            try:
+                files.append(str(resource_path("videos", "videos/" + text[len("video:"):], fetch=False)))
+            except EdgecvError:
+                pass  # parse_source reports it
+            continue
         if os.path.exists(text):
             files.append(text)
         elif any(c in text for c in "*?["):
             files.extend(glob.glob(text, recursive=True))
     return files
+
+
+def _model_files(model: str | os.PathLike | None) -> list[str]:
+    """The model and the files its ModelSpec may come from (a sidecar, a run directory's spec.json)."""
+    if not model:
+        return []
+    p = Path(model)
+    files = [str(p), f"{p}.spec.json"]
+    if p.name == "model.keras":
+        files.append(str(p.parent / "spec.json"))
+    return [f for f in files if os.path.exists(f)]
 
 
 def video_paths(save: str, n_sources: int) -> list[Path]:
@@ -45,7 +65,7 @@ def video_paths(save: str, n_sources: int) -> list[Path]:
 
 def check_outputs(args: argparse.Namespace, sources: list[str], model: str | os.PathLike | None = None) -> None:
     """Refuse bad output paths before the run opens anything (OutputError, one line)."""
-    inputs = _input_files(args, sources) + ([str(model)] if model else [])
+    inputs = _input_files(args, sources) + _model_files(model)
     outputs: list[tuple[str, Path]] = []
     if getattr(args, "save", None):
         outputs += [("--save", p) for p in video_paths(args.save, len(sources))]

@@ -34,7 +34,10 @@ def run(*args: str, **kw) -> subprocess.CompletedProcess:
 
 # --- training configs ---------------------------------------------------------------------------
 @pytest.mark.parametrize("values, bad", [
-    ({"epochs": "five"}, ["epochs: expected an integer >= 1; got 'five'"]),
+    ({"epochs": "five"}, ["epochs: expected an integer from 1 to 100000; got 'five'"]),
+    ({"input_size": [100_000, 100_000]}, ["input_size: expected [H, W], each an integer from 8 to 4096"]),
+    ({"batch_size": 10**12, "workers": 10_000}, ["batch_size: expected an integer from 1 to 65536",
+                                                  "workers: expected an integer from 1 to 256"]),
     ({"input_size": 28}, ["input_size: expected [H, W]"]),
     ({"input_size": [28]}, ["input_size: expected [H, W]"]),
     ({"epochs": 2.5, "batch_size": True}, ["epochs: expected an integer", "batch_size: expected an integer"]),
@@ -45,7 +48,7 @@ def run(*args: str, **kw) -> subprocess.CompletedProcess:
     ({"aug": "strng"}, ["aug: expected one of"]),
     ({"colour": "grey"}, ["colour: expected one of null, gray, bgr, rgb"]),
     ({"model_kw": ["dropout", 0.5]}, ["model_kw: expected a mapping"]),
-    ({"seed": "42", "workers": 0, "keep": "worst"}, ["seed: expected an integer", "workers: expected an integer >= 1",
+    ({"seed": "42", "workers": 0, "keep": "worst"}, ["seed: expected an integer", "workers: expected an integer from 1",
                                                       "keep: expected one of best, last"]),
 ])
 def test_typed_config_names_every_bad_field_on_its_own_line(values, bad):
@@ -93,7 +96,7 @@ def test_bad_config_file_is_refused_before_the_run_folder_exists(tmp_path):
     out = tmp_path / "run"
     proc = run_cli("train", "classify", "--config", str(cfg), "--out", str(out), timeout=120)
     err = assert_clean_error(proc, r"2 bad options")
-    assert "epochs: expected an integer >= 1; got 'five'" in err and "input_size: expected [H, W]" in err
+    assert "epochs: expected an integer from 1 to 100000; got 'five'" in err and "input_size: expected [H, W]" in err
     assert not out.exists()
 
 

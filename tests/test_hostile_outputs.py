@@ -325,3 +325,20 @@ def test_a_full_disk_during_a_download_is_not_retried_and_keeps_the_part(full_di
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_outputs_onto_the_model_spec_or_a_data_set_video_are_refused(tmp_path, data_dir):
+    model = tmp_path / "m.onnx"
+    shutil.copy(MODEL, model)
+    sidecar = tmp_path / "m.onnx.spec.json"
+    shutil.copy(Path(str(MODEL) + ".spec.json"), sidecar)
+    before = sidecar.read_bytes()
+    proc = run_cli("run", "--model", str(model), "--source", "synthetic://16x16?frames=1", "--json-out", str(sidecar),
+                   *FAST, timeout=120)
+    assert_clean_error(proc, r"--json-out is the same file as the input .*m\.onnx\.spec\.json")
+    assert sidecar.read_bytes() == before
+    video = data_dir / "videos" / "smile.mp4"
+    size = video.stat().st_size
+    proc = run("--source", "video:smile.mp4", "--save", str(video))
+    assert_clean_error(proc, r"--save is the same file as the input .*videos/smile\.mp4")
+    assert video.stat().st_size == size

@@ -15,6 +15,7 @@ from edgecv.safeio import read_text_limited
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "nadam")
 CONFIG_LIMIT = 1024 * 1024  # a training config is a few hundred bytes
+MAX_SIDE = 4096  # input_size / patch_from: larger is a typo (an HxWxC float batch would not fit memory)
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _num(v: Any) -> bool:
 
 
 def _size(v: Any) -> bool:
-    return isinstance(v, list) and len(v) == 2 and all(_int(x) and x >= 8 for x in v)
+    return isinstance(v, list) and len(v) == 2 and all(_int(x) and 8 <= x <= MAX_SIDE for x in v)
 
 
 # field -> (test, what a good value is). Enumerations name their allowed set.
@@ -133,8 +134,8 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "out": (lambda v: isinstance(v, str) and v != "", "a folder path"),
         "task": (lambda v: isinstance(v, str), "a string"),
         "name": (lambda v: v is None or isinstance(v, str), "a string"),
-        "epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-        "batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+        "epochs": (lambda v: _int(v) and 1 <= v <= 100_000, "an integer from 1 to 100000"),
+        "batch_size": (lambda v: _int(v) and 1 <= v <= 65_536, "an integer from 1 to 65536"),
         "lr": (lambda v: _num(v) and v > 0, "a number > 0"),
         "optimizer": _choice(*OPTIMIZERS),
         "momentum": (lambda v: _num(v) and 0 <= v < 1, "a number from 0 to below 1"),
@@ -143,10 +144,10 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "schedule": _choice(*SCHEDULES),
         "schedule_kw": (lambda v: isinstance(v, dict), "a mapping of option: value"),
         "aug": _choice(*PRESETS),
-        "input_size": (lambda v: v is None or _size(v), "[H, W], each an integer >= 8"),
+        "input_size": (lambda v: v is None or _size(v), f"[H, W], each an integer from 8 to {MAX_SIDE}"),
         "colour": _choice(None, "gray", "bgr", "rgb"),
         "resize": _choice("stretch", "aspect", "pad"),
-        "patch_from": (lambda v: v is None or _size(v), "[H, W], each an integer >= 8"),
+        "patch_from": (lambda v: v is None or _size(v), f"[H, W], each an integer from 8 to {MAX_SIDE}"),
         "mean": (lambda v: isinstance(v, bool), "true or false"),
         "class_weight": (lambda v: isinstance(v, bool), "true or false"),
         "split": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
@@ -156,7 +157,7 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "keep": _choice("best", "last"),
         "resume": (lambda v: isinstance(v, bool), "true or false"),
         "max_train": (lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1 or null"),
-        "workers": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+        "workers": (lambda v: _int(v) and 1 <= v <= 256, "an integer from 1 to 256"),
     }
 
 

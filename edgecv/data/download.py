@@ -295,8 +295,9 @@ def extract_zip(zpath: Path, dest: Path, members: str = "") -> Path:
     return dest
 
 
-def resource_path(name: str, relpath: str) -> Path:
-    """Path of one file resource (e.g. a video) of a data set, fetched if needed."""
+def resource_path(name: str, relpath: str, fetch: bool = True) -> Path:
+    """Path of one file resource (e.g. a video) of a data set, fetched if needed (DataError instead
+    when fetch is false)."""
     info = get(name)
     res: Resource | None = next((r for r in info.resources if r.relpath == relpath), None)
     if res is None:
@@ -309,6 +310,8 @@ def resource_path(name: str, relpath: str) -> Path:
         return p
     p = cache_dir() / relpath
     if not p.exists():
+        if not fetch:
+            raise DataError(f"{relpath} is not downloaded")
         mirror_url = os.environ.get("EDGECV_DATA_URL")
         url = mirror_url.rstrip("/") + "/" + relpath if mirror_url else res.url
         download(url, p, res.sha256, res.size)
