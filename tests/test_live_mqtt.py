@@ -51,13 +51,15 @@ def port_open(port: int) -> bool:
 
 
 class Broker:
-    """mosquitto on 127.0.0.1:port, nothing persisted; start() / stop() by PID."""
+    """mosquitto on 127.0.0.1:port, its state kept in the test's folder; start() / stop() by PID."""
 
     def __init__(self, folder: Path, port: int) -> None:
         self.port = port
         self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                             f"log_dest stderr\n")
+        # Persistence: the subscriber's session (and the messages queued for it) outlive the restart,
+        # so what edgecv sends before the subscriber is back still reaches it.
+        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                             f"persistence_location {folder}/\nlog_dest stderr\n")
         self.log = folder / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
@@ -79,14 +81,16 @@ class Broker:
 
 
 class Subscriber:
-    """A paho client on PREFIX/#, re-subscribing on every (re)connect."""
+    """A paho client on PREFIX/# with a persistent session (clean_session False), re-subscribing on
+    every (re)connect."""
 
     def __init__(self, port: int) -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[float, str, bytes]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edgecv-test-subscriber",
+                                  clean_session=False, protocol=mqtt.MQTTv311)
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{TOPIC}/#", qos=1)
         self.client.on_message = self._on_message
@@ -197,3 +201,4 @@ def test_events_reach_a_real_broker_through_a_restart(tmp_path, data_dir):
     with sub.lock:
         topics = {t for _, t, _ in sub.messages}
     assert f"{TOPIC}/stats" in topics and f"{TOPIC}/status" in topics
+    assert "Saving in-memory database" in broker.log.read_text() or (tmp_path / "mosquitto.db").exists()
