@@ -50,10 +50,11 @@ def get(url: str, token: str | None = TOKEN, timeout: float = 10) -> tuple[int, 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, data_dir):
-    """smile.mp4 played 10 times at 15 fps (about 36 s) with --serve on a free port; stopped by PID."""
+    """smile.mp4 played 20 times at 15 fps (73 s, time for a slow browser start on a loaded machine)
+    with --serve on a free port; the last test stops it by PID."""
     tmp = tmp_path_factory.mktemp("web")
     clip = tmp / "loop.mp4"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-stream_loop", "9", "-i",
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-stream_loop", "19", "-i",
                     str(data_dir / "videos/smile.mp4"), "-c", "copy", str(clip)], check=True, timeout=60)
     err = tmp / "stderr.txt"
     with open(err, "wb") as ferr, open(tmp / "stdout.txt", "wb") as fout:
