@@ -246,3 +246,14 @@ def test_a_missing_live_extra_names_it(tmp_path, module, flags, match):
     proc = run_cli(*SMILE, *flags, env={"PYTHONPATH": str(tmp_path / "stubs")}, timeout=120)
     err = assert_clean_error(proc, match)
     assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("8080", ("127.0.0.1", 8080)), (":8080", ("127.0.0.1", 8080)), ("0.0.0.0:80", ("0.0.0.0", 80)),
+    ("[::1]:9000", ("::1", 9000)), ("localhost:0", ("localhost", 0)),
+])
+def test_serve_addresses(text, expected):
+    from edgecv.runtime.web import is_loopback, parse_hostport
+
+    assert parse_hostport(text) == expected
+    assert is_loopback(expected[0]) == (expected[0] != "0.0.0.0")
