@@ -116,6 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print("edgecv: error: out of memory", file=sys.stderr)
         return 1
+    except RuntimeError as e:
+        if "can't start new thread" not in str(e):
+            raise
+        print("edgecv: error: cannot start another thread (the process or user thread limit is reached)",
+              file=sys.stderr)
+        return 1
 
 
 def _drop_stdout() -> None:

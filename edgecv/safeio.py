@@ -379,3 +379,21 @@ def int_at_least(minimum: int, why: str = ""):
 
     parse.__name__ = "integer"
     return parse
+
+
+def int_at_most(maximum: int, why: str = ""):
+    """An argparse type: an integer <= maximum (a larger one would exhaust threads or memory); the
+    lower bound is left to the command's own check."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}{' ' + why if why else ''}; got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse

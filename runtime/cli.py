@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") -> None:
     """The options `edgecv run` shares with the apps built on the pipeline (`edgecv smile`)."""
-    from edgecv.safeio import finite_float, int_at_least
+    from edgecv.safeio import finite_float, int_at_least, int_at_most
 
     from .backends import BACKENDS, DEVICES
     from .sources import POLICIES
@@ -53,7 +53,7 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--detect-width", type=int_at_least(DETECT_MIN_WIDTH, "(the detectors' smallest face is 30 px)"),
                    default=None, metavar="PX",
                    help="detect on frames downscaled to this width (default 300 for haar, 320 for yunet)")
-    p.add_argument("--detect-workers", type=int, metavar="N",
+    p.add_argument("--detect-workers", type=int_at_most(256, "(threads)"), metavar="N",
                    help="detector threads (default: one per usable CPU, up to 8, with a detector; 1 without)")
     p.add_argument("--detect-every", type=int, default=1, metavar="K",
                    help="detect on every K-th frame of a source and predict its boxes in between (default 1)")
@@ -61,7 +61,7 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--device", choices=DEVICES, default="cpu", help="onnxruntime execution provider (default cpu)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="capture and replay CUDA graphs (onnxruntime on --device cuda; a warning elsewhere)")
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--threads", type=int_at_most(1024, "(threads)"), metavar="N",
                    help="inference threads (default: 1 with a detector; the usable CPUs, up to 8, without)")
     p.add_argument("--batch", type=int, default=32, metavar="N", help="largest inference batch (default 32)")
     p.add_argument("--max-delay-ms", type=finite_float(0, 60_000), default=5.0, metavar="MS",

@@ -154,6 +154,8 @@ def _wait_until_opening(proc: subprocess.Popen, fifo) -> None:
     ("--metrics-interval", "-inf", "finite"),
     ("--detect-width", "1", "must be at least 64"),
     ("--max-frame-pixels", "0", "must be at least 1"),
+    ("--threads", "100000", "must be at most 1024"),  # was: 100,000 ORT threads, 3.9 GB, never started
+    ("--detect-workers", "100000", "must be at most 256"),  # was: "can't start new thread" traceback
 ])
 def test_bad_numbers_are_refused_when_parsed(capsys, flag, value, match):
     from edgecv.cli import build_parser
