@@ -22,7 +22,7 @@ import numpy as np
 from edgecv import decode
 from edgecv.errors import ConfigError, DataError, ModelError
 from edgecv.images import MAX_BYTES, decode_image, is_image_path, list_images, read_image
-from edgecv.safeio import read_stream_limited
+from edgecv.safeio import int_at_least, read_stream_limited
 
 from .captcha_segment import segment
 
@@ -186,7 +186,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--json", action="store_true", help="one JSON object per line")
     sv.add_argument("--min-confidence", type=float, metavar="P",
                     help="decline (error) answers whose confidence is below P (0..1)")
-    sv.add_argument("--digits", type=int, metavar="N", help="characters per captcha for the digit model (default: its spec, 4)")
+    sv.add_argument("--digits", type=int_at_least(1), metavar="N", help="characters per captcha for the digit model (default: its spec, 4)")
     sv.set_defaults(func=cmd_solve)
 
     an = s.add_parser("annotate", help="label digit crops by key press (needs a display)", epilog=EXAMPLES,
@@ -198,7 +198,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     an.add_argument("--out", required=True, metavar="DIGITS_DIR")
     an.add_argument("--model", help="pre-label with this model; ask only when unsure")
     an.add_argument("--sure", type=float, default=0.99, help="model confidence that counts as sure (default 0.99)")
-    an.add_argument("--digits", type=int, default=4, help="characters per captcha (default 4)")
+    an.add_argument("--digits", type=int_at_least(1), default=4, help="characters per captcha (default 4)")
     an.set_defaults(func=cmd_annotate)
 
 

@@ -168,6 +168,14 @@ def test_bad_numbers_are_refused_when_parsed(capsys, flag, value, match):
     assert f"argument {flag}: " in err and match in err
 
 
+def test_captcha_digits_below_one_is_refused_when_parsed(capsys):
+    from edgecv.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["captcha", "solve", "x.png", "--digits=0"])
+    assert e.value.code == 2 and "argument --digits: must be at least 1; got 0" in capsys.readouterr().err
+
+
 def test_max_delay_inf_at_the_command_line_is_one_line_and_exit_2():
     proc = run_cli("run", "--model", str(MODEL), "--source", "synthetic://16x16?frames=2", "--max-delay-ms", "inf",
                    *FAST, timeout=60)
