@@ -283,3 +283,15 @@ def test_a_tflite_larger_than_a_flatbuffer_is_refused_before_it_is_read(tmp_path
     (tmp_path / "big.tflite.spec.json").write_bytes((MODEL.parent / "smile.fp16.tflite.spec.json").read_bytes())
     proc = run_cli("run", "--model", str(big), "--source", "synthetic://32x32?frames=2", *FAST, timeout=120)
     assert_clean_error(proc, r"big\.tflite: 3,221,225,472 bytes is more than a TFLite flatbuffer can hold")
+
+
+def test_a_training_run_that_cannot_start_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("train", "classify", "--arch", "lenet", "--data", str(tmp_path / "nope"), "--out", str(out),
+                   timeout=300)
+    assert_clean_error(proc, r"no such file")
+    assert not out.exists()  # the folder used to be made before the data was found missing
+    (tmp_path / "afile").write_text("x")
+    proc = run_cli("train", "classify", "--arch", "lenet", "--data", "mnist", "--out", str(tmp_path / "afile"),
+                   timeout=300)
+    assert_clean_error(proc, r"--out .*afile: exists and is not a folder")

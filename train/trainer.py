@@ -155,7 +155,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.aug not in PRESETS:
         from edgecv.errors import unknown
         raise ConfigError(unknown("augmentation preset", cfg.aug, PRESETS))
-    run.mkdir(parents=True, exist_ok=True)
+    if run.exists() and not run.is_dir():
+        raise ConfigError(f"--out {run}: exists and is not a folder")
     keras.utils.set_random_seed(cfg.seed)
 
     t0 = time.monotonic()
@@ -185,6 +186,8 @@ def train(cfg: TrainConfig) -> Path:
     log.info("data %s: %d train, %d val%s (%.1fs)%s", cfg.data, len(xtr), len(xva),
              f", {len(te)} test" if te is not None else "", time.monotonic() - t0,
              f"; {skipped} unreadable image(s) skipped" if skipped else "")
+    # The run folder is made only now that the data loaded: a bad --data leaves nothing behind.
+    run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "config.yaml", cfg.to_yaml())
 
     schedule = make_schedule(cfg.schedule, cfg.lr, cfg.epochs, **cfg.schedule_kw)
