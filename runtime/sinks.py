@@ -208,6 +208,8 @@ class VideoSink:
                     problems.append(f"{out.path}: {problem}")
                     ok = False
             out.finish(ok)
+            if not ok:  # `paths` names the files written: the summary must not list one that was not
+                self.paths.pop(sid, None)
         self.outputs.clear()
         if problems:
             raise OutputError("; ".join(problems) + " (not written; an earlier file there is kept)")

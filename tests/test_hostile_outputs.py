@@ -167,6 +167,7 @@ def test_full_disk_fails_the_run_and_keeps_the_earlier_outputs(full_disk, data_d
     assert re.search(r"x\.mp4.*(No space left on device|is the disk full)", err)
     assert events.read_bytes() == b"earlier\n" and out.read_bytes() == b"earlier\n"
     assert not temps(full_disk)  # the partial files are gone: the space is given back
+    assert json.loads(proc.stdout)["outputs"] == {}  # the summary lists no video that was not written
 
 
 def test_full_disk_json_lines_are_whole_and_the_summary_is_all_or_nothing(full_disk):
