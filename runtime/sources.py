@@ -12,7 +12,7 @@ Source strings (`parse_source`):
   rtsp://.. http://.. ...   network stream
   image.jpg | folder/ | 'frames/*.png'   still images, in sorted order (a pattern only when no
                             file has that name: an existing 'img[1].jpg' is that file)
-  synthetic://640x480?frames=100&fps=30  a generated test pattern
+  synthetic://640x480?frames=100&fps=30  a generated test pattern (frames=0: endless)
 """
 from __future__ import annotations
 
@@ -527,13 +527,25 @@ def parse_source(text: str, source_id: str = "s0", policy: str | None = None, qu
     return Source(reader, source_id, policy, queue_size=queue_size, uri=text, max_fps=max_fps)
 
 
+MAX_CAMERA_INDEX = 9999
+
+
 def make_reader(text: str) -> Reader:
     if text.isdigit():
+        if int(text) > MAX_CAMERA_INDEX:
+            raise SourceError(f"camera index {text} is out of range (0-{MAX_CAMERA_INDEX})")
         return CaptureReader(int(text), "camera")
-    scheme = urlparse(text).scheme.lower()
+    try:
+        url = urlparse(text)
+    except ValueError as e:  # "http://[::1": an unclosed IPv6 bracket
+        raise SourceError(f"{redact_url(text)}: not a valid URL ({e})") from None
+    scheme = url.scheme.lower()
     if scheme == "synthetic":
         return _synthetic(text)
     if scheme in NETWORK_SCHEMES:
+        if not url.hostname and scheme in ("rtsp", "rtsps", "rtmp", "http", "https"):  # would retry for ever
+            # (udp://:1234 and the like listen on every interface: no host is right for them)
+            raise SourceError(f"{redact_url(text)}: a {scheme} URL needs a host")
         return CaptureReader(text, "network")
     if text.startswith("video:"):
         from edgecv.data import resource_path
@@ -575,7 +587,7 @@ def _synthetic(text: str) -> SyntheticReader:
         w, h = (int(v) for v in size.split("x"))
         frames = int(q.get("frames", 100))
         fps = float(q.get("fps", 0))
-        if w < 8 or h < 8 or not math.isfinite(fps) or fps < 0:
+        if w < 8 or h < 8 or not math.isfinite(fps) or fps < 0 or frames < 0:
             raise ValueError
     except ValueError:
         raise SourceError(f"bad synthetic source {text!r}; expected synthetic://WxH?frames=N&fps=F") from None

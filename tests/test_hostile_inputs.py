@@ -295,3 +295,19 @@ def test_a_training_run_that_cannot_start_leaves_no_run_folder(tmp_path):
     proc = run_cli("train", "classify", "--arch", "lenet", "--data", "mnist", "--out", str(tmp_path / "afile"),
                    timeout=300)
     assert_clean_error(proc, r"--out .*afile: exists and is not a folder")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("http://[::1", r"not a valid URL \(Invalid IPv6 URL\)"),  # was a ValueError traceback
+    ("rtsp://", r"a rtsp URL needs a host"),  # was: retrying for ever
+    ("http://user:pw@/live", r"http://\*\*\*@/live: a http URL needs a host"),
+    ("99999999999999999999", r"camera index .* is out of range"),  # was OpenCV's overload listing
+    ("synthetic://16x16?frames=-1", r"bad synthetic source"),  # was: an endless stream
+])
+def test_malformed_source_strings_are_one_line(text, match):
+    with pytest.raises(SourceError, match=match):
+        parse_source(text)
+
+
+def test_a_udp_listen_url_needs_no_host():
+    assert parse_source("udp://:12345").reader.kind == "network"
