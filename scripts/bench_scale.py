@@ -19,13 +19,48 @@ import time
 from pathlib import Path
 
 
-def edgecv(*args: str) -> tuple[dict, float]:
+def _tree_cpu(root: int, seen: dict[int, float]) -> None:
+    """CPU seconds (user + system) of every live process under `root`, by PID, into `seen` (a local Ray's
+    GCS, raylet and workers are descendants of the command; getrusage would miss the ones it never reaps)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(d)] = int(fields[1])
+        cpu[int(d)] = (int(fields[11]) + int(fields[12])) / tick
+    for pid, c in cpu.items():
+        p, hops = pid, 0  # the command itself counts too (p == root at once)
+        while p not in (0, 1, root) and hops < 64:
+            p, hops = parents.get(p, 0), hops + 1
+        if p == root:
+            seen[pid] = max(seen.get(pid, 0.0), c)
+
+
+def edgecv(*args: str) -> tuple[dict, float, float]:
+    """Run one command; its summary, wall seconds and CPU seconds of its whole process tree (sampled
+    every 0.2 s, so the last 0.2 s of a process that exits may be missed)."""
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "edgecv", *args], capture_output=True, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "edgecv", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    seen: dict[int, float] = {}
+    while proc.poll() is None:
+        _tree_cpu(proc.pid, seen)
+        try:
+            proc.wait(0.2)
+        except subprocess.TimeoutExpired:
+            pass
+    out, err = proc.communicate()
     wall = time.monotonic() - t0
     if proc.returncode != 0:
-        sys.exit(f"edgecv {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout), wall
+        sys.exit(f"edgecv {' '.join(args)} failed ({proc.returncode}): {err[-2000:]}")
+    return json.loads(out), wall, sum(seen.values())
 
 
 def main() -> None:
@@ -50,24 +85,27 @@ def main() -> None:
         rows, raw = [], {}
         load = os.getloadavg()
         for w in (int(x) for x in args.workers.split(",")):
-            s, wall = edgecv("batch", *files, "--model", args.model, "--detector", args.detector,
-                             "--out", str(tmp / f"out{w}"), "--workers", str(w), "--no-progress")
+            s, wall, cpu = edgecv("batch", *files, "--model", args.model, "--detector", args.detector,
+                                  "--out", str(tmp / f"out{w}"), "--workers", str(w), "--no-progress")
             raw[f"batch_{w}"] = s
-            rows.append((f"edgecv batch --workers {w}", s["frames"], wall, s["ray"]["startup_s"], s["work_s"], s["fps"]))
+            rows.append((f"edgecv batch --workers {w}", s["frames"], wall, s["ray"]["startup_s"], s["work_s"], s["fps"],
+                         cpu))
         sources = [a for f in files for a in ("--source", f)]
-        s, wall = edgecv("run", "--model", args.model, "--detector", args.detector, *sources, "--no-display",
-                         "--metrics-interval", "0", "--policy", "every")
+        s, wall, cpu = edgecv("run", "--model", args.model, "--detector", args.detector, *sources, "--no-display",
+                              "--metrics-interval", "0", "--policy", "every")
         raw["run"] = s
         rows.append(("edgecv run (one process, N sources)", s["frames"], wall, 0.0, s.get("elapsed_s", wall),
-                     s["frames"] / s["elapsed_s"] if s.get("elapsed_s") else s["frames"] / wall))
+                     s["frames"] / s["elapsed_s"] if s.get("elapsed_s") else s["frames"] / wall, cpu))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{args.copies} x {Path(src).name}, {args.model} + {args.detector}; load average before: "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; usable CPUs {len(os.sched_getaffinity(0))}\n")
-    print("| command | frames | wall s | Ray start-up s | work s | fps (work) | fps (wall) |")
-    print("|---|---|---|---|---|---|---|")
-    for name, frames, wall, start, work, fps in rows:
-        print(f"| {name} | {frames:,} | {wall:.1f} | {start:.1f} | {work:.1f} | {fps:.0f} | {frames / wall:.0f} |")
+    print("| command | frames | wall s | Ray start-up s | work s | fps (work) | fps (wall) | CPU s | CPU ms/frame |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, frames, wall, start, work, fps, cpu in rows:
+        print(f"| {name} | {frames:,} | {wall:.1f} | {start:.1f} | {work:.1f} | {fps:.0f} | {frames / wall:.0f} "
+              f"| {cpu:.1f} | {1000 * cpu / frames:.2f} |")
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     b = {r[0]: r for r in rows}
     one, two = b.get("edgecv batch --workers 1"), b.get("edgecv batch --workers 2")
     if one and two:
