@@ -257,3 +257,33 @@ def test_serve_addresses(text, expected):
 
     assert parse_hostport(text) == expected
     assert is_loopback(expected[0]) == (expected[0] != "0.0.0.0")
+
+
+def test_a_shutter_folder_without_write_permission_is_one_line(tmp_path):
+    """A real EACCES: as `nobody` through setpriv when the tests run as root (root may write anywhere)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: root can write to a read-only folder")
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    public = Path(tempfile.mkdtemp(prefix="edgecv-shutter-"))
+    try:
+        public.chmod(0o755)
+        (public / "cache").mkdir(mode=0o777)
+        (public / "cache").chmod(0o777)
+        shots = public / "shots"
+        shots.mkdir()
+        shots.chmod(0o555)
+        env = dict(os.environ, HOME=str(public), EDGECV_CACHE=str(public / "cache"), PYTHONDONTWRITEBYTECODE="1")
+        proc = subprocess.run([*prefix, sys.executable, "-m", "edgecv", *SMILE, "--shutter", str(shots)],
+                              capture_output=True, env=env, cwd=public, timeout=120)
+        err = assert_clean_error(proc, r"--shutter .*shots: cannot write there \(Permission denied\)")
+        assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
