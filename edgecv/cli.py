@@ -6,11 +6,12 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 from typing import Callable, Sequence
 
 from .errors import EdgecvError
-from .safeio import oserror_line
+from .safeio import exit_later, oserror_line
 
 # OpenCV's decode limit (OPENCV_IO_MAX_IMAGE_PIXELS) is set in edgecv/__init__.py, before any cv2 import.
 
@@ -79,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    _terminate_like_interrupt()
     try:
         code = int(func(args) or 0)
         try:
@@ -100,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edgecv: error: this command needs {e.name}, which the base install leaves out; "
               f"install it with: pip install 'edgecv[{extra}]'", file=sys.stderr)
         return 2
+    except Terminated:
+        print("edgecv: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("edgecv: interrupted", file=sys.stderr)
         return 130
@@ -122,6 +127,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("edgecv: error: cannot start another thread (the process or user thread limit is reached)",
               file=sys.stderr)
         return 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl+C, so `finally` blocks and context managers run
+    (an export's temporary folder is removed; a default SIGTERM left it behind)."""
+
+
+# A command that cannot reach Python code to unwind (a long call in native code) ends anyway this long
+# after SIGTERM.
+TERM_GRACE_S = 10.0
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM unwinds like SIGINT. Commands that handle signals themselves (`edgecv run`) replace
+    this handler while they run."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # someone (an embedding program) chose a handler: keep it
+
+    def on_term(signum, frame) -> None:
+        exit_later(TERM_GRACE_S, f"did not stop within {TERM_GRACE_S:g} s of SIGTERM; exiting", 143)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def _drop_stdout() -> None:

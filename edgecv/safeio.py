@@ -397,3 +397,27 @@ def int_at_most(maximum: int, why: str = ""):
 
     parse.__name__ = "integer"
     return parse
+
+
+# --- ending a process that does not stop -----------------------------------------------------------
+_exit_armed = False
+
+
+def exit_later(seconds: float, message: str, code: int) -> None:
+    """Arm (once per process) a timer that prints `edgecv: error: MESSAGE` and ends the process with
+    `code` if it is still running `seconds` from now: for a stop that cannot complete (a write blocked
+    on a pipe nobody reads, a long call in native code). Outputs are temporaries until complete, so
+    this leaves the earlier files. Safe to call from a signal handler."""
+    global _exit_armed
+    if _exit_armed:
+        return
+    _exit_armed = True
+    import threading
+
+    def fire() -> None:
+        os.write(2, f"edgecv: error: {message}\n".encode())
+        os._exit(code)
+
+    t = threading.Timer(seconds, fire)
+    t.daemon = True
+    t.start()

@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from edgecv.safeio import OutputError, atomic_write_text, check_output, same_file
+from edgecv.safeio import OutputError, atomic_write_text, check_output, exit_later, same_file
 
 
 def _input_files(args: argparse.Namespace, sources: Iterable[str]) -> list[str]:
@@ -127,19 +126,5 @@ HARD_EXIT_AFTER_S = 10.0
 def exit_if_still_running(seconds: float = HARD_EXIT_AFTER_S) -> None:
     """Arm (once) a timer that ends the process with exit 130 if it is still running `seconds` from
     now. Safe to call from a signal handler."""
-    global _armed
-    if _armed:
-        return
-    _armed = True
-
-    def fire() -> None:
-        os.write(2, (f"edgecv: error: the run did not end within {seconds:g} s of the second signal; "
-                     "exiting without finishing its outputs (earlier files are kept)\n").encode())
-        os._exit(130)
-
-    t = threading.Timer(seconds, fire)
-    t.daemon = True
-    t.start()
-
-
-_armed = False
+    exit_later(seconds, f"the run did not end within {seconds:g} s of the second signal; exiting without "
+                        "finishing its outputs (earlier files are kept)", 130)

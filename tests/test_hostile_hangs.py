@@ -274,3 +274,35 @@ def _fifo_bytes(fd: int) -> int:
     buf = array.array("i", [0])
     fcntl.ioctl(fd, termios.FIONREAD, buf)
     return buf[0]
+
+
+def test_sigterm_during_export_unwinds_and_leaves_no_temporary_folder(tmp_path):
+    """A default SIGTERM killed `edgecv export` on the spot and left its hidden temporary folder
+    beside --out; now SIGTERM unwinds like Ctrl+C (exit 143) and the folder goes."""
+    keras = pytest.importorskip("keras")
+    from test_export_cli import SHAPE, spec
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(),
+                      keras.layers.Dense(10, activation="softmax")]).save(run_dir / "model.keras")
+    spec().save(run_dir / "spec.json")
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "edgecv", "export", str(run_dir), "--format", "tflite",
+                             "--out", str(out / "x.tflite")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240  # bounds a broken run; not a speed check
+        while not list(out.glob(".x.tflite.*")):  # the export's working folder exists: it is converting
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = err.decode(errors="replace")
+    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "edgecv: terminated"
+    assert list(out.iterdir()) == []  # unwound: no output, no temporary folder
