@@ -84,7 +84,7 @@ def cluster():
                 "sys.exit(0 if sum(n['Alive'] for n in ray.nodes()) == 2 else 1)")
         subprocess.run([sys.executable, "-c", wait, address], env=env, timeout=120, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        yield address, env
+        yield address, env, [p.pid for p in procs]
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -171,17 +171,28 @@ def _check_results(out: Path, expected: dict, keys) -> None:
     assert len(files) == len(by_input), files  # no temporaries, no strays
 
 
-def _pids_titled(text: str) -> list[int]:
-    """Processes whose command line (a Ray worker sets it to ray::NAME while it runs) contains text."""
-    pids = []
+def _pids_titled(text: str, roots: list[int]) -> list[int]:
+    """Processes below `roots` (this module's cluster) whose command line contains text (a Ray worker
+    sets it to ray::NAME while it runs)."""
+    parents, titles = {}, {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if text in (d / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(d.name))
-            except OSError:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                titles[int(d.name)] = (d / "cmdline").read_bytes().decode(errors="replace")
+            except (OSError, IndexError, ValueError):
                 pass
-    return pids
+
+    def below(pid: int) -> bool:
+        for _ in range(32):
+            pid = parents.get(pid, 0)
+            if pid in roots:
+                return True
+            if pid <= 1:
+                return False
+        return False
+
+    return sorted(pid for pid, title in titles.items() if text in title and below(pid))
 
 
 def _wait_for(cond, timeout: float, what: str):
@@ -196,7 +207,7 @@ def _wait_for(cond, timeout: float, what: str):
 
 # --- edgecv batch --------------------------------------------------------------------------------------
 def test_batch_matches_single_process_run_and_reports_bad_inputs(cluster, archive, expected, tmp_path):
-    address, env = cluster
+    address, env, roots = cluster
     out = tmp_path / "out"
     proc = _batch(out, [archive / "clips", archive / "faces"], address, env, progress=True)
     err = proc.stderr.decode()
@@ -227,7 +238,7 @@ def test_batch_matches_single_process_run_and_reports_bad_inputs(cluster, archiv
 
 def test_batch_loses_and_repeats_nothing_when_a_worker_and_the_driver_are_killed(cluster, archive, expected,
                                                                                 tmp_path):
-    address, env = cluster
+    address, env, roots = cluster
     src = archive / "clips" / "vtest120.avi"
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -238,7 +249,7 @@ def test_batch_loses_and_repeats_nothing_when_a_worker_and_the_driver_are_killed
     proc = _batch(out, [inputs], address, env, "--workers", "1", wait=False)
     try:
         # A worker in the middle of an input: Ray retries its task; nothing of it was written.
-        victim = _wait_for(lambda: _pids_titled("ray::process_inputs"), 60, "a decode task")[0]
+        victim = _wait_for(lambda: _pids_titled("ray::process_inputs", roots), 60, "a decode task")[0]
         os.kill(victim, signal.SIGKILL)
         # Then the driver, once some inputs are committed and before all are.
         _wait_for(lambda: sum(r.get("status") == "done" for r in _manifest(out)) >= 2, 120, "two committed inputs")
@@ -263,7 +274,7 @@ def _one_line(proc, match: str) -> None:
 
 
 def test_batch_address_unreachable_is_one_line(cluster, archive, tmp_path):
-    address, env = cluster
+    address, env, roots = cluster
     port = _free_port()  # nothing listens there
     proc = run_cli("batch", str(archive / "faces"), "--model", "smile", "--out", str(tmp_path / "o"),
                    "--address", f"127.0.0.1:{port}", timeout=30)
@@ -340,7 +351,7 @@ def _check_fleet(tmp_path: Path, sources: list[Path]) -> dict:
 
 
 def test_fleet_of_four_files_over_two_actors_delivers_every_frame(cluster, archive, tmp_path):
-    address, env = cluster
+    address, env, roots = cluster
     sources = _fleet_sources(archive)
     proc = _fleet(sources, address, env, tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
@@ -350,13 +361,13 @@ def test_fleet_of_four_files_over_two_actors_delivers_every_frame(cluster, archi
 
 
 def test_fleet_actor_killed_is_restarted_and_reported(cluster, archive, tmp_path):
-    address, env = cluster
+    address, env, roots = cluster
     sources = _fleet_sources(archive)
     # Paced (files wait, nothing is dropped), so the kill lands mid-run.
     proc = _fleet(sources, address, env, tmp_path, "--max-fps", "20", wait=False)
     try:
-        pids = _wait_for(lambda: (lambda p: p if len(p) == 2 else None)(_pids_titled("ray::FleetWorker")), 60,
-                         "two pipeline actors")
+        pids = _wait_for(lambda: (lambda p: p if len(p) == 2 else None)(_pids_titled("ray::FleetWorker", roots)),
+                         60, "two pipeline actors")
         time.sleep(1.0)
         os.kill(pids[0], signal.SIGKILL)
         out, err = proc.communicate(timeout=180)
