@@ -293,7 +293,9 @@ def test_sigterm_during_export_unwinds_and_leaves_no_temporary_folder(tmp_path):
                              "--out", str(out / "x.tflite")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240  # bounds a broken run; not a speed check
-        while not list(out.glob(".x.tflite.*")):  # the export's working folder exists: it is converting
+        # Until the export's working folder has content: it is converting, inside the block that owns
+        # the folder (a signal in the instant mkdtemp returns could precede that block: not this test)
+        while not list(out.glob(".x.tflite.*/*")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
