@@ -4,7 +4,8 @@ reported apart), and through today's single-process `edgecv run` with the same f
 
     .venv/bin/python scripts/bench_scale.py --copies 8 --video video:vtest_pets2009_480x360_h264.avi
 
-Prints a Markdown table and writes the raw summaries to --json. One run of each, in this order.
+Prints a Markdown table and writes the raw summaries to --json. One run of each, in this order;
+`--fleet 1,2` adds `edgecv run --ray` with the same files as N streams over 1 and 2 actors.
 """
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--model", default="smile")
     ap.add_argument("--detector", default="yunet")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--fleet", default="", help="also the files as a fleet of N sources over these actor counts (1,2)")
     ap.add_argument("--json", help="write the raw summaries here")
     args = ap.parse_args()
     from edgecv.runtime.sources import make_reader
@@ -91,6 +93,12 @@ def main() -> None:
             rows.append((f"edgecv batch --workers {w}", s["frames"], wall, s["ray"]["startup_s"], s["work_s"], s["fps"],
                          cpu))
         sources = [a for f in files for a in ("--source", f)]
+        for w in (int(x) for x in args.fleet.split(",")) if args.fleet else ():
+            s, wall, cpu = edgecv("run", "--model", args.model, "--detector", args.detector, *sources, "--no-display",
+                                  "--metrics-interval", "0", "--policy", "every", "--ray", "--ray-actors", str(w))
+            raw[f"fleet_{w}"] = s
+            rows.append((f"edgecv run --ray --ray-actors {w}", s["frames"], wall, s["ray"]["startup_s"], s["wall_s"],
+                         s["fps"], cpu))
         s, wall, cpu = edgecv("run", "--model", args.model, "--detector", args.detector, *sources, "--no-display",
                               "--metrics-interval", "0", "--policy", "every")
         raw["run"] = s
