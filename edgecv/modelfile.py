@@ -23,14 +23,6 @@ TFLITE_MEMBER = "edgecv.spec.json"
 MODEL_SUFFIXES = (".tflite", ".onnx", ".keras")
 
 
-def embed_tflite(data: bytes, spec: ModelSpec) -> bytes:
-    """Return TFLite bytes with the spec appended as a zip member."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr(TFLITE_MEMBER, spec.to_json())
-    return data + buf.getvalue()
-
-
 def read_tflite_spec(path: str | os.PathLike) -> ModelSpec | None:
     try:
         with zipfile.ZipFile(path) as z:

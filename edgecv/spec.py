@@ -210,10 +210,6 @@ class ModelSpec:
         except ModelSpecError as e:  # name the file: a user may have several specs beside several models
             raise ModelSpecError(f"{path}: {e}") from None
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
-
 
 def spec_path_for(model_path: str | os.PathLike) -> Path:
     """`model.onnx` -> `model.onnx.spec.json` (the sidecar beside every artefact)."""

@@ -71,10 +71,6 @@ class Batcher:
             self._cv.notify()
         self._thread.join(timeout)
 
-    @property
-    def mean_batch(self) -> float:
-        return self.images / self.batches if self.batches else 0.0
-
     def _take(self) -> list[_Request] | None:
         """Wait for a full batch, an expired delay, or close; None when closed and empty."""
         with self._cv:

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
-from edgecv.spec import ModelSpec
 
 from .annotate import annotate
 from .detect import Box
@@ -87,20 +86,3 @@ class FrameResult:
             event["events"] = list(self.events)
         return event
 
-
-def postprocess(spec: ModelSpec, outputs: np.ndarray) -> list[tuple[str, int, float]]:
-    """NxK float32 model outputs -> (label, index, score) per row. A single sigmoid column is read as
-    the probability of label 1; otherwise the arg-max. Labels default to the class index."""
-    labels: Sequence[str] = spec.labels
-    out = []
-    outputs = np.asarray(outputs, np.float32).reshape(len(outputs), -1)
-    for row in outputs:
-        if row.shape[0] == 1:
-            p = float(row[0])
-            i = int(p >= 0.5)
-            score = p if i else 1.0 - p
-        else:
-            i = int(np.argmax(row))
-            score = float(row[i])
-        out.append((labels[i] if i < len(labels) else str(i), i, score))
-    return out

@@ -31,6 +31,20 @@ def smile_spec():
                      preprocess=tuple(default_chain(SHAPE)), labels=LABELS, arch="tiny-cnn")
 
 
+def embed_tflite(data: bytes, spec) -> bytes:
+    """TFLite bytes with the spec appended as a zip member `edgecv.spec.json`: the layout
+    edgecv.modelfile reads (exports write it inside the standard TFLite Metadata's zip)."""
+    import io
+    import zipfile
+
+    from edgecv.modelfile import TFLITE_MEMBER
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(TFLITE_MEMBER, spec.to_json())
+    return data + buf.getvalue()
+
+
 def open_model(path, **kwargs):
     """A backend for a model file, its spec read the one way (edgecv.resolve)."""
     from edgecv.resolve import resolve
@@ -85,7 +99,7 @@ def build(out: Path) -> None:
     import tensorflow as tf
     import tf2onnx
 
-    from edgecv.modelfile import embed_tflite, write_sidecar
+    from edgecv.modelfile import write_sidecar
 
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)

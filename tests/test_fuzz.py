@@ -26,9 +26,9 @@ from hypothesis.extra import numpy as hnp
 from edgecv.apps.captcha_segment import Segmentation, segment
 from edgecv.errors import DataError, ModelSpecError
 from edgecv.images import MAX_PIXELS, decode_image, header_size
-from edgecv.modelfile import embed_tflite, read_tflite_spec
+from edgecv.modelfile import read_tflite_spec
 from edgecv.spec import ModelSpec
-from models import smile_model_files, smile_spec  # noqa: F401  (fixture)
+from models import embed_tflite, smile_model_files, smile_spec  # noqa: F401  (fixture)
 
 DATA = Path(os.environ["EDGECV_DATA"])
 # EDGECV_FUZZ_EXAMPLES=2000 for a deeper local run; CI keeps the suite short.

@@ -345,7 +345,7 @@ def test_malformed_spec_embedded_in_a_tflite_file(smile_model_files, tmp_path):
     proc = run_cli("run", "--model", str(model), *SYN, *FAST, timeout=120)
     assert_clean_error(proc, r"embedded\.tflite: embedded ModelSpec is not valid JSON")
 
-    from edgecv.modelfile import embed_tflite
+    from models import embed_tflite
     good = bytearray(embed_tflite(flat, smile_spec()))
     good[len(flat) + 60] ^= 0xFF  # inside the deflated spec
     model.write_bytes(bytes(good))
