@@ -80,7 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    _terminate_like_interrupt()
+    previous = _terminate_like_interrupt()
+    try:
+        return _run(func, args)
+    finally:
+        if previous is not None:  # main() called in-process (tests, an embedding program): put it back
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """The command, with every error turned into one line and an exit code."""
     try:
         code = int(func(args) or 0)
         try:
@@ -139,17 +148,17 @@ class Terminated(KeyboardInterrupt):
 TERM_GRACE_S = 10.0
 
 
-def _terminate_like_interrupt() -> None:
-    """SIGTERM unwinds like SIGINT. Commands that handle signals themselves (`edgecv run`) replace
-    this handler while they run."""
+def _terminate_like_interrupt():
+    """SIGTERM unwinds like SIGINT; returns the handler it replaced (None when it left it alone).
+    Commands that handle signals themselves (`edgecv run`) replace this handler while they run."""
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return  # someone (an embedding program) chose a handler: keep it
+        return None  # someone (an embedding program) chose a handler: keep it
 
     def on_term(signum, frame) -> None:
         exit_later(TERM_GRACE_S, f"did not stop within {TERM_GRACE_S:g} s of SIGTERM; exiting", 143)
         raise Terminated()
 
-    signal.signal(signal.SIGTERM, on_term)
+    return signal.signal(signal.SIGTERM, on_term)
 
 
 def _drop_stdout() -> None:

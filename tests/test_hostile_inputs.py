@@ -143,8 +143,10 @@ def test_oserror_at_the_top_level_is_one_line(tmp_path, capsys, monkeypatch):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
 
     monkeypatch.setattr(cli, "build_parser", lambda: _parser_with(boom))
+    before = signal.getsignal(signal.SIGTERM)
     assert cli.main(["boom"]) == 1
     assert capsys.readouterr().err == f"edgecv: error: {tmp_path / 'x'}: Permission denied\n"
+    assert signal.getsignal(signal.SIGTERM) == before  # main() in-process leaves its SIGTERM handler
 
 
 def _parser_with(func):
