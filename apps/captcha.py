@@ -186,7 +186,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--json", action="store_true", help="one JSON object per line")
     sv.add_argument("--min-confidence", type=float, metavar="P",
                     help="decline (error) answers whose confidence is below P (0..1)")
-    sv.add_argument("--digits", type=int_at_least(1), metavar="N", help="characters per captcha for the digit model (default: its spec, 4)")
+    sv.add_argument("--digits", type=int_at_least(1), metavar="N",
+                    help="characters per captcha for the digit model (default: its spec, 4)")
     sv.set_defaults(func=cmd_solve)
 
     an = s.add_parser("annotate", help="label digit crops by key press (needs a display)", epilog=EXAMPLES,

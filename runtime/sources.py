@@ -570,7 +570,8 @@ def make_reader(text: str) -> Reader:
     if not path.exists() and os.path.lexists(text) and (problem := link_problem(text)):
         raise SourceError(f"{text}: {problem}")
     if not path.exists():
-        raise SourceError(f"no such file: {redact_url(text)} (a source is a camera index, video file, image file/folder/glob, "
+        raise SourceError(f"no such file: {redact_url(text)} (a source is a camera index, video file, "
+                          f"image file/folder/glob, "
                           f"{'/'.join(NETWORK_SCHEMES[:5])} URL, video:NAME or synthetic://WxH)")
     if not os.access(path, os.R_OK):
         raise SourceError(f"{path}: permission denied")
