@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from .formats import get_variant, variants
     from .inputs import get_input
 
+    check_out(args.out, args.model)
     if args.all:
         chosen = variants()
         if args.quant is not None:
@@ -89,3 +90,18 @@ def run(args: argparse.Namespace) -> int:
     print(result.report.text())
     print(f"wrote {result.path}, {result.spec_path.name}, {result.report_path.name}")
     return 0
+
+
+def check_out(out: str, model: str) -> None:
+    """--out before TensorFlow loads: not empty (that was the current folder), not under a file, not
+    the model or its spec. An existing folder is the export's to check (it names the files in it)."""
+    from ..safeio import check_output
+
+    if not out.strip():
+        raise ConfigError("--out is empty: name a file or a folder")
+    p = Path(out)
+    if p.is_dir():
+        return
+    m = Path(model)
+    inputs = [m, m / "model.keras", m / "spec.json"] if m.is_dir() else [m, Path(f"{m}.spec.json")]
+    check_output(p, "--out", [str(i) for i in inputs if i.exists()])

@@ -343,3 +343,17 @@ def test_outputs_onto_the_model_spec_or_a_data_set_video_are_refused(tmp_path, d
     proc = run("--source", "video:smile.mp4", "--save", str(video))
     assert_clean_error(proc, r"--save is the same file as the input .*videos/smile\.mp4")
     assert video.stat().st_size == size
+
+
+@pytest.mark.parametrize("out, match", [
+    ("", r"--out is empty"),  # was: the export written into the current folder
+    ("/dev/full/x.tflite", r"cannot write /dev/full/x\.tflite: /dev/full is not a folder"),  # was "File exists"
+    ("{run}/model.keras", r"--out is the same file as the input"),
+])
+def test_export_out_is_checked_before_tensorflow_loads(tmp_path, out, match):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"PK placeholder")
+    proc = run_cli("export", str(tmp_path / "run"), "--format", "tflite", "--out",
+                   out.replace("{run}", str(tmp_path / "run")), timeout=120)
+    assert_clean_error(proc, match)
+    assert (tmp_path / "run" / "model.keras").read_bytes() == b"PK placeholder"
