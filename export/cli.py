@@ -3,12 +3,19 @@ export runs, so registering the command costs nothing."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import re
+import shutil
 from pathlib import Path
 
 from ..errors import ConfigError, unknown
 from .calibration import DEFAULT_CALIB_SIZE
 from .check import DEFAULT_MAX_DROP
 from .formats import FORMATS, QUANTS_ALL, table
+
+log = logging.getLogger("edgecv.export")
 
 DESCRIPTION = ("Export a trained model (run directory or .keras) to TFLite or ONNX, optionally quantized, "
                "with its ModelSpec embedded, and check it against the source model.")
@@ -56,12 +63,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out, args.model)
+    out = Path(args.out)
+    with sweeping_leftovers(out if args.all or out.is_dir() else out.parent):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .api import export, export_all
     from .check import AccuracyGateError, summary_table
     from .formats import get_variant, variants
     from .inputs import get_input
 
-    check_out(args.out, args.model)
     if args.all:
         chosen = variants()
         if args.quant is not None:
@@ -105,3 +118,35 @@ def check_out(out: str, model: str) -> None:
     m = Path(model)
     inputs = [m, m / "model.keras", m / "spec.json"] if m.is_dir() else [m, Path(f"{m}.spec.json")]
     check_output(p, "--out", [str(i) for i in inputs if i.exists()])
+
+
+# The export's working folders: .NAME.SUFFIX.XXXXXXXX beside the output (tempfile's eight characters).
+_WORK_DIR = re.compile(r"^\.[^/]+\.(tflite|onnx)\.[a-z0-9_]{8}$")
+
+
+@contextlib.contextmanager
+def sweeping_leftovers(folder: Path):
+    """Hold a shared flock on the folder an export writes into while it runs; before that, when no
+    other `edgecv export` holds one (an exclusive lock is granted), remove the working folders a
+    killed export left there (SIGKILL gives no chance to clean up; the kernel drops a dead process's
+    lock, so a folder with no lock holder has no export running in it)."""
+    try:
+        import fcntl
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # no flock here, or the folder does not exist yet (nothing to sweep)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass  # another export is writing here: its working folder is not a leftover
+        else:
+            for entry in os.scandir(folder):
+                if entry.is_dir(follow_symlinks=False) and _WORK_DIR.match(entry.name):
+                    log.info("removing %s, left by an export that was killed", entry.path)
+                    shutil.rmtree(entry.path, ignore_errors=True)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)

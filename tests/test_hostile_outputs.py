@@ -357,3 +357,47 @@ def test_export_out_is_checked_before_tensorflow_loads(tmp_path, out, match):
                    out.replace("{run}", str(tmp_path / "run")), timeout=120)
     assert_clean_error(proc, match)
     assert (tmp_path / "run" / "model.keras").read_bytes() == b"PK placeholder"
+
+
+def test_a_killed_exports_working_folder_is_removed_by_the_next_export(tmp_path):
+    """SIGKILL mid-conversion leaves .x.tflite.XXXXXXXX beside --out; the next export into that folder
+    removes it, unless another export holds the folder (then it may be that one's)."""
+    keras = pytest.importorskip("keras")
+    import fcntl
+
+    from test_export_cli import SHAPE, spec
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(),
+                      keras.layers.Dense(10, activation="softmax")]).save(run_dir / "model.keras")
+    spec().save(run_dir / "spec.json")
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [sys.executable, "-m", "edgecv", "export", str(run_dir), "--format", "tflite", "--out", str(out / "x.tflite")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240  # bounds a broken run; not a speed check
+        while not list(out.glob(".x.tflite.*/*")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    left = [p.name for p in out.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".x.tflite.")  # what SIGKILL leaves
+    fd = os.open(out, os.O_RDONLY)
+    try:  # another export "running" in the folder: its working folder is not touched
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        proc = run_cli("export", str(run_dir), "--format", "tflite", "--out", str(out / "y.tflite"), timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+        assert left[0] in [p.name for p in out.iterdir()]
+    finally:
+        os.close(fd)
+    proc = run_cli("export", str(run_dir), "--format", "tflite", "--out", str(out / "x.tflite"), timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the leftover is gone
+    assert (out / "x.tflite").exists()
