@@ -551,7 +551,7 @@ def _commit(p: Planned, outcome: dict[str, Any], manifest: Manifest, results_dir
     size = write_results(results_dir / name, outcome["events"], fmt)
     rec = {"kind": "input", "input": p.key, "status": "done", "results": name, "bytes": size,
            "frames": outcome["frames"], "faces": outcome["faces"], "seconds": outcome.get("seconds"),
-           "stat": _stat(p.key), "t": round(time.time(), 3)}
+           "stat": _stat(p.key), "node": outcome.get("node"), "t": round(time.time(), 3)}
     if outcome.get("warning"):
         rec["warning"] = outcome["warning"]
     manifest.append(rec)

@@ -237,7 +237,7 @@ def process_input(job: ArchiveJob, item: ArchiveInput, detector, classifiers: Se
         warning = f"claims {expected} frames but only {len(frames)} decoded; processed what decoded"
     return {"input": item.key, "status": "done", "events": events, "frames": len(frames),
             "faces": sum(len(f.boxes) for f in frames), "seconds": round(time.monotonic() - t0, 3),
-            "warning": warning, "pid": os.getpid()}
+            "warning": warning, "pid": os.getpid(), "node": ray.util.get_node_ip_address()}
 
 
 

@@ -223,6 +223,9 @@ def test_batch_matches_single_process_run_and_reports_bad_inputs(cluster, archiv
     assert "not an image or corrupt" in failures[str((archive / "faces" / "broken.jpg").resolve())]
     _check_results(out, expected, expected.keys())
     assert json.loads((out / "summary.json").read_text())["done"] == 7
+    # Two tasks at a time, one CPU per node: both nodes worked.
+    # (Ray reports the head by its interface address even when started on 127.0.0.1.)
+    assert len({r["node"] for r in _manifest(out) if r.get("status") == "done"}) == 2
 
     # A rerun skips what is done and tries only the failed inputs again.
     again = _batch(out, [archive / "clips", archive / "faces"], address, env)
