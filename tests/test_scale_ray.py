@@ -239,8 +239,8 @@ def test_batch_matches_single_process_run_and_reports_bad_inputs(cluster, archiv
     assert_clean_error(other, r"holds results of another job \(detector differ")
 
 
-def test_batch_loses_and_repeats_nothing_when_a_worker_and_the_driver_are_killed(cluster, archive, expected,
-                                                                                tmp_path):
+def test_batch_loses_and_repeats_nothing_when_a_worker_the_classifier_and_the_driver_are_killed(
+        cluster, archive, expected, tmp_path):
     address, env, roots = cluster
     src = archive / "clips" / "vtest120.avi"
     inputs = tmp_path / "in"
@@ -254,6 +254,8 @@ def test_batch_loses_and_repeats_nothing_when_a_worker_and_the_driver_are_killed
         # A worker in the middle of an input: Ray retries its task; nothing of it was written.
         victim = _wait_for(lambda: _pids_titled("ray::process_inputs", roots), 60, "a decode task")[0]
         os.kill(victim, signal.SIGKILL)
+        # And the classifier actor: Ray restarts it and retries the calls it had.
+        os.kill(_pids_titled("ray::Classifier", roots)[0], signal.SIGKILL)
         # Then the driver, once some inputs are committed and before all are.
         _wait_for(lambda: sum(r.get("status") == "done" for r in _manifest(out)) >= 2, 120, "two committed inputs")
         os.kill(proc.pid, signal.SIGKILL)
