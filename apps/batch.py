@@ -528,7 +528,8 @@ def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], mani
                "skipped": skipped, "failed": len(failures), "failures": failures,
                "not_done": len(planned) - totals["done"] - skipped - len(failures),
                "frames": totals["frames"], "faces": totals["faces"], "wall_s": round(wall, 3),
-               "work_s": round(work, 3), "fps": round(totals["frames"] / work, 1) if work > 0 and totals["frames"] else 0.0,
+               "work_s": round(work, 3),
+               "fps": round(totals["frames"] / work, 1) if work > 0 and totals["frames"] else 0.0,
                "interrupted": bool(interrupted["n"]), "ray": ray_info}
     text = json.dumps(summary, indent=2, sort_keys=True)
     atomic_write_text(out / "summary.json", text + "\n")

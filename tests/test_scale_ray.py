@@ -64,7 +64,8 @@ def cluster():
     try:
         procs.append(subprocess.Popen(
             [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
-             f"--temp-dir={temp / 'h'}", *common], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+             f"--temp-dir={temp / 'h'}", *common],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         address = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
