@@ -116,3 +116,19 @@ def test_address_from_flag_then_environment(monkeypatch):
     assert address_from("h:1") == "h:1"
     monkeypatch.setenv("RAY_ADDRESS", "")
     assert address_from(None) is None
+
+
+def test_parquet_results_hold_the_same_fields(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from edgecv.apps.batch import write_results
+
+    events = [{"source": "/a.mp4", "frame": 0, "t_capture": 1.5, "width": 480, "height": 360, "detections": [],
+               "timings_ms": {"decode": 1.0}},
+              {"source": "/a.mp4", "frame": 1, "t_capture": 1.6, "width": 480, "height": 360,
+               "detections": [{"box": [1, 2, 30, 30], "label": "smiling", "score": 0.9, "detector_score": 0.8}],
+               "timings_ms": {"decode": 1.0, "detect": 3.0}}]
+    write_results(tmp_path / "a.parquet", events, "parquet")
+    rows = pq.read_table(tmp_path / "a.parquet").to_pylist()
+    assert [r["frame"] for r in rows] == [0, 1]
+    assert rows[1]["detections"] == events[1]["detections"] and rows[0]["detections"] == []
+    assert set(rows[0]) == set(events[0])
