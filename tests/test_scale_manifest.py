@@ -1,6 +1,7 @@
-"""`edgecv batch`'s bookkeeping without a cluster: the manifest survives a record cut short by a kill,
+"""`edgecv batch` and fleet bookkeeping without a cluster: the manifest survives a record cut short by a kill,
 results files are whole or absent, inputs expand once each with distinct results names, shards are
-even, and an address is parsed and refused in one line."""
+even, an address is parsed and refused in one line, and a fleet's events after an actor restart stay
+one per frame (a file's replayed frames skipped, a live stream's renumbered)."""
 from __future__ import annotations
 
 import json
@@ -132,3 +133,38 @@ def test_parquet_results_hold_the_same_fields(tmp_path):
     assert [r["frame"] for r in rows] == [0, 1]
     assert rows[1]["detections"] == events[1]["detections"] and rows[0]["detections"] == []
     assert set(rows[0]) == set(events[0])
+
+
+def test_fleet_delivery_after_a_restart_skips_replayed_file_frames_and_renumbers_live_ones():
+    import argparse
+
+    from edgecv.runtime.fleet import _Actor, _Fleet, _Stream
+
+    got = []
+
+    class Sink:
+        name = "t"
+
+        def write(self, r):
+            got.append(dict(r.to_event()))
+
+        def close(self):
+            pass
+
+    args = argparse.Namespace(max_frames=None, metrics_interval=0, max_restarts=3)
+    actor = _Actor("a0", None, ["s0", "s1"])
+    fleet = _Fleet(None, [actor], {"s0": _Stream(), "s1": _Stream()}, [Sink()], args, 0.0)
+    fleet._started(actor, {"incarnation": "1", "live": {"s0": False, "s1": True}}, first=True)
+    for i in range(3):
+        fleet._deliver({"source": "s0", "frame": i, "detections": []})
+        fleet._deliver({"source": "s1", "frame": i, "detections": [{}]})
+    fleet.streams["s1"].stats["decoded"] = 3
+    # Ray restarted the actor: the file starts over, the live stream counts from 0 again.
+    fleet._started(actor, {"incarnation": "2", "live": {"s0": False, "s1": True}})
+    for i in range(5):
+        fleet._deliver({"source": "s0", "frame": i, "detections": []})
+    for i in range(2):
+        fleet._deliver({"source": "s1", "frame": i, "detections": []})
+    assert [e["frame"] for e in got if e["source"] == "s0"] == [0, 1, 2, 3, 4]
+    assert [e["frame"] for e in got if e["source"] == "s1"] == [0, 1, 2, 3, 4]
+    assert fleet.frames == 10 and fleet.streams["s1"].faces == 3 and fleet.streams["s1"].decoded_before == 3
