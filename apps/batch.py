@@ -413,7 +413,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], manifest: Manifest,
              results_dir: Path, out: Path) -> int:
-    from edgecv.raycluster import connect
+    from edgecv.raycluster import connect, ship
     from edgecv.runtime.archive import ArchiveInput, ArchiveJob, Classifier, FrameCounter, process_inputs
     from edgecv.safeio import atomic_write_text
 
@@ -440,8 +440,6 @@ def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], mani
         todo.append(p)
     progress = Progress(len(planned), not args.no_progress)
     interrupted = {"n": 0}
-    job = ArchiveJob(ref, None if args.detector == "none" else args.detector, det_opts, args.detect_every,
-                     args.backend, args.device, args.batch, args.max_frame_pixels)
     # Videos one per task; still images in groups (each is still its own input and its own file).
     chunks: list[list[Planned]] = []
     images: list[Planned] = []
@@ -472,8 +470,14 @@ def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], mani
                 actor_opts["num_cpus"] = 0  # light next to detection; must not starve the decode tasks
             else:
                 actor_opts.update(num_cpus=0, num_gpus=args.gpus_per_classifier)
+            # The model and YuNet's weights travel through the object store: a node without them (no
+            # shared filesystem) gets a copy; only the inputs must be readable from every node.
+            shipped = {k: ship(v) for k, v in det_opts.items() if k == "model"}
+            job = ArchiveJob(ref, None if args.detector == "none" else args.detector, {**det_opts, **shipped},
+                             args.detect_every, args.backend, args.device, args.batch, args.max_frame_pixels)
+            model_file = ship(ref.path)
             remote_classifier = ray.remote(**actor_opts)(Classifier)
-            classifiers = [remote_classifier.remote(str(ref.path), ref.spec, args.backend, args.device, 1, args.batch)
+            classifiers = [remote_classifier.remote(model_file, ref.spec, args.backend, args.device, 1, args.batch)
                            for _ in range(args.classifiers)]
             try:
                 ray_info["classifier"] = ray.get(classifiers[0].info.remote())

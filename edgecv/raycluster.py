@@ -278,3 +278,65 @@ def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
 
+
+
+# --- files the nodes may not have -------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShippedFile:
+    """A small file the workers need (the model, YuNet's weights) with its bytes in Ray's object
+    store: a node that has the file at `path` with the same SHA-256 uses it, any other node gets a
+    copy in its temporary folder. So a cluster needs a shared filesystem for the inputs only."""
+
+    path: str
+    sha256: str
+    data: Any   # an ObjectRef of the bytes (ray.put on the driver)
+
+
+def ship(path: str | os.PathLike) -> ShippedFile:
+    """On the driver, inside connect(): the file's bytes into the object store, once."""
+    import hashlib
+
+    import ray
+
+    with open(path, "rb") as f:
+        data = f.read()
+    return ShippedFile(str(path), hashlib.sha256(data).hexdigest(), ray.put(data))
+
+
+_local: dict[str, str] = {}
+
+
+def local_path(f: ShippedFile, fetch=None) -> str:
+    """On a worker: a path to the file's exact bytes on this node (the original when it matches, else
+    a copy under <tmp>/edgecv-shipped/<sha256>/, written once per node). fetch() returns the bytes
+    (default: ray.get of the shipped reference)."""
+    import hashlib
+
+    if f.sha256 in _local:
+        return _local[f.sha256]
+    try:
+        with open(f.path, "rb") as fh:
+            same = hashlib.sha256(fh.read()).hexdigest() == f.sha256
+    except OSError:
+        same = False
+    if same:
+        _local[f.sha256] = f.path
+        return f.path
+    folder = os.path.join(tempfile.gettempdir(), "edgecv-shipped", f.sha256)
+    target = os.path.join(folder, os.path.basename(f.path))
+    if not os.path.isfile(target):
+        if fetch is None:
+            import ray
+
+            def fetch():
+                return ray.get(f.data)
+        data = fetch()
+        if hashlib.sha256(data).hexdigest() != f.sha256:
+            raise ClusterError(f"{f.path}: the copy received does not match its SHA-256")
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{target}.{os.getpid()}.part"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)  # several workers of one node may race here: each writes whole bytes
+    _local[f.sha256] = target
+    return target

@@ -65,11 +65,12 @@ class Classifier:
     """The model behind a Ray actor: one backend opened in the actor, batches of preprocessed crops
     (N x H x W x C float32, per the ModelSpec) in, the model's outputs (N x K float32) out."""
 
-    def __init__(self, path: str, spec, backend: str | None, device: str, threads: int = 1,
+    def __init__(self, model, spec, backend: str | None, device: str, threads: int = 1,
                  max_batch: int = 32) -> None:
+        """model: a path, or an edgecv.raycluster.ShippedFile (copied to this node when it lacks it)."""
         from .backends import open_backend
 
-        self.backend = open_backend(path, spec, backend=backend, device=device, threads=threads)
+        self.backend = open_backend(resolve_files(model), spec, backend=backend, device=device, threads=threads)
         self.max_batch = max_batch
 
     def classify(self, batch: np.ndarray) -> np.ndarray:
@@ -106,10 +107,18 @@ def _detector(job: ArchiveJob):
         return None
     from .build import detector_factory
 
-    key = (job.detector, tuple(sorted(job.detector_options.items())))
+    options = {k: resolve_files(v) for k, v in job.detector_options.items()}
+    key = (job.detector, tuple(sorted(options.items())))
     if key not in _detectors:
-        _detectors[key] = detector_factory(job.detector, **job.detector_options)()
+        _detectors[key] = detector_factory(job.detector, **options)()
     return _detectors[key]
+
+
+def resolve_files(value):
+    """A ShippedFile becomes a path on this node; anything else is returned as it is."""
+    from edgecv.raycluster import ShippedFile, local_path
+
+    return local_path(value) if isinstance(value, ShippedFile) else value
 
 
 def process_inputs(job: ArchiveJob, items: Sequence[ArchiveInput], classifiers: Sequence[Any],

@@ -73,8 +73,10 @@ class FleetWorker:
     after a restart the driver sees a fresh actor (`started` False, a new `incarnation`) and starts
     it again itself, counting the restart."""
 
-    def __init__(self, ref, shard: Sequence[ShardSource], settings: FleetSettings) -> None:
-        self.ref, self.shard, self.settings = ref, list(shard), settings
+    def __init__(self, ref, shard: Sequence[ShardSource], settings: FleetSettings, model=None) -> None:
+        """model: the model file as an edgecv.raycluster.ShippedFile (copied to this node when it
+        lacks it); None opens ref.path."""
+        self.ref, self.shard, self.settings, self.model = ref, list(shard), settings, model
         self.pipeline = None
         self.events: deque = deque()
         self.incarnation = f"{os.getpid()}-{time.time_ns()}"
@@ -91,10 +93,13 @@ class FleetWorker:
         s = self.settings
         set_max_frame_pixels(s.max_frame_pixels)
         try:
-            factory = detector_factory(s.detector, **s.detector_options)
+            from .archive import resolve_files
+
+            factory = detector_factory(s.detector, **{k: resolve_files(v) for k, v in s.detector_options.items()})
+            path = self.ref.path if self.model is None else resolve_files(self.model)
             sources = [parse_source(x.text, x.sid, x.options.get("policy", s.policy), 4,
                                     max_fps=x.options.get("max_fps", s.max_fps)) for x in self.shard]
-            backend = open_backend(self.ref.path, self.ref.spec, backend=s.backend, device=s.device,
+            backend = open_backend(path, self.ref.spec, backend=s.backend, device=s.device,
                                    threads=s.threads, cuda_graph=s.cuda_graph)
             try:
                 pipeline = Pipeline(backend, sources, factory, [CallbackSink(self._collect, "fleet")], s.options,
@@ -197,7 +202,7 @@ def shard(n_sources: int, n_actors: int) -> list[list[int]]:
 def run_fleet(args: argparse.Namespace, ref, detector: str, entries: Sequence[tuple[str, dict[str, Any]]],
               detector_options: dict[str, Any], options) -> int:
     """The --ray branch of runtime.cli.run_model: same options, same summary shape and exit codes."""
-    from edgecv.raycluster import address_from, check_reachable, connect, require_ray
+    from edgecv.raycluster import address_from, check_reachable, connect, require_ray, ship
 
     from .machine import choose_defaults, usable_cpus
     from .outputs import commit_only_if, no_output_reason, write_summary
@@ -239,8 +244,10 @@ def run_fleet(args: argparse.Namespace, ref, detector: str, entries: Sequence[tu
                                  args.threads)
         from dataclasses import replace
 
-        settings = FleetSettings(None if detector == "none" else detector, det_opts, args.backend, args.device,
-                                 chosen.threads, args.cuda_graph, args.policy, args.max_fps,
+        shipped = {k: ship(v) for k, v in det_opts.items() if k == "model"}  # nodes without the files get copies
+        model_file = ship(ref.path)
+        settings = FleetSettings(None if detector == "none" else detector, {**det_opts, **shipped}, args.backend,
+                                 args.device, chosen.threads, args.cuda_graph, args.policy, args.max_fps,
                                  replace(options, detect_workers=chosen.detect_workers, metrics_interval=0.0,
                                          max_frames=None), getattr(args, "max_frame_pixels", None))
         remote = ray.remote(**actor_opts)(FleetWorker)
@@ -248,7 +255,7 @@ def run_fleet(args: argparse.Namespace, ref, detector: str, entries: Sequence[tu
         streams: dict[str, _Stream] = {}
         for a, idx in enumerate(shards):
             part = [ShardSource(f"s{i}", entries[i][0], dict(entries[i][1])) for i in idx]
-            actors.append(_Actor(f"a{a}", remote.remote(ref, part, settings), [x.sid for x in part]))
+            actors.append(_Actor(f"a{a}", remote.remote(ref, part, settings, model_file), [x.sid for x in part]))
             for x in part:
                 streams[x.sid] = _Stream(stats={"uri": redact_url(x.text)})  # never a password
         fleet = _Fleet(ray, actors, streams, sinks, args, t0)

@@ -168,3 +168,28 @@ def test_fleet_delivery_after_a_restart_skips_replayed_file_frames_and_renumbers
     assert [e["frame"] for e in got if e["source"] == "s0"] == [0, 1, 2, 3, 4]
     assert [e["frame"] for e in got if e["source"] == "s1"] == [0, 1, 2, 3, 4]
     assert fleet.frames == 10 and fleet.streams["s1"].faces == 3 and fleet.streams["s1"].decoded_before == 3
+
+
+def test_a_shipped_file_is_used_in_place_or_copied_once(tmp_path, monkeypatch):
+    import hashlib
+
+    from edgecv import raycluster
+    from edgecv.raycluster import ClusterError, ShippedFile, local_path
+
+    monkeypatch.setattr(raycluster, "_local", {})
+    monkeypatch.setattr(raycluster.tempfile, "gettempdir", lambda: str(tmp_path / "node"))
+    data = b"model bytes"
+    sha = hashlib.sha256(data).hexdigest()
+    here = tmp_path / "m.onnx"
+    here.write_bytes(data)
+    assert local_path(ShippedFile(str(here), sha, None), fetch=lambda: 1 / 0) == str(here)  # no copy needed
+    calls = []
+    missing = ShippedFile(str(tmp_path / "elsewhere" / "m.onnx"), sha, None)
+    raycluster._local.clear()
+    copy = local_path(missing, fetch=lambda: calls.append(1) or data)
+    assert copy.endswith(f"edgecv-shipped/{sha}/m.onnx") and open(copy, "rb").read() == data
+    raycluster._local.clear()
+    assert local_path(missing, fetch=lambda: calls.append(1) or data) == copy and calls == [1]  # once per node
+    raycluster._local.clear()
+    with pytest.raises(ClusterError, match="does not match its SHA-256"):
+        local_path(ShippedFile(str(tmp_path / "x.onnx"), "0" * 64, None), fetch=lambda: data)
