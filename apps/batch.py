@@ -112,6 +112,7 @@ def expand_inputs(texts: Iterable[str]) -> list[Planned]:
     """Files, folders (recursively: videos and images, hidden files skipped), globs and URLs ->
     inputs in a stable order, each named once."""
     from edgecv.images import is_image_path
+    from edgecv.safeio import redact_url
 
     out: "OrderedDict[str, Planned]" = OrderedDict()
 
@@ -135,7 +136,8 @@ def expand_inputs(texts: Iterable[str]) -> list[Planned]:
                 except SourceError as e:
                     out.setdefault(text, Planned(text, text, error=str(e)))
                 continue
-            out.setdefault(text, Planned(text, source))
+            key = redact_url(text)  # the manifest, the events and the summary never hold a password
+            out.setdefault(key, Planned(key, source))
             continue
         path = Path(text).expanduser()
         if path.is_dir():

@@ -79,12 +79,13 @@ def test_inputs_expand_once_each_with_distinct_results_names(tmp_path):
     for f in ("a/clip.mp4", "b/clip.mp4", "a/x.jpg", "a/notes.txt", "a/.hidden/y.jpg"):
         (tmp_path / f).write_bytes(b"0")
     got = expand_inputs([str(tmp_path / "a"), str(tmp_path / "b" / "*.mp4"), str(tmp_path / "a" / "clip.mp4"),
-                         str(tmp_path / "missing.avi"), str(tmp_path / "none*.mp4"), "rtsp://cam/1"])
+                         str(tmp_path / "missing.avi"), str(tmp_path / "none*.mp4"), "rtsp://admin:pw@cam/1"])
     keys = [p.key for p in got]
     assert keys == [str(tmp_path / "a" / "clip.mp4"), str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "clip.mp4"),
-                    str(tmp_path / "missing.avi"), str(tmp_path / "none*.mp4"), "rtsp://cam/1"]
+                    str(tmp_path / "missing.avi"), str(tmp_path / "none*.mp4"), "rtsp://***@cam/1"]
     assert [p.image for p in got[:3]] == [False, True, False]
     assert "no such file" in got[3].error and "no files match" in got[4].error and got[5].error is None
+    assert got[5].source == "rtsp://admin:pw@cam/1" and "pw" not in got[5].key  # read with, never recorded
     names = {results_name(k, "jsonl") for k in keys}
     assert len(names) == len(keys) and all(n.startswith(("clip.mp4.", "x.jpg.", "missing.avi.", "none_.mp4.", "1."))
                                            for n in names)
