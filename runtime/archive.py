@@ -162,9 +162,9 @@ def process_input(job: ArchiveJob, item: ArchiveInput, detector, classifiers: Se
         reader = make_reader(item.source)
         reader.open()
     except EdgecvError as e:
-        return {"input": item.key, "status": "failed", "error": str(e)}
+        return _failed(item, str(e))
     except Exception as e:  # a reader bug must not end the other inputs of the task
-        return {"input": item.key, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+        return _failed(item, f"{type(e).__name__}: {e}")
     tracker = BoxTracker(job.detect_every)
     frames: list[_FrameRec] = []
     crops: list[np.ndarray] = []
@@ -228,17 +228,17 @@ def process_input(job: ArchiveJob, item: ArchiveInput, detector, classifiers: Se
         if progress is not None and index % PROGRESS_EVERY:
             progress.add.remote(index % PROGRESS_EVERY)
     except EdgecvError as e:
-        return {"input": item.key, "status": "failed", "error": str(e)}
+        return _failed(item, str(e))
     except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
         raise  # the classifier is gone: the task fails and Ray retries it
     except Exception as e:
-        return {"input": item.key, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+        return _failed(item, f"{type(e).__name__}: {e}")
     finally:
         reader.close()
     if not frames:
         why = getattr(reader, "last_error", None)
         why = why[len("skipped "):] if why and why.startswith("skipped ") else why  # an ImageReader's note
-        return {"input": item.key, "status": "failed", "error": why or f"{item.key}: no frame decoded"}
+        return _failed(item, why or f"{item.key}: no frame decoded")
     events = _events(item, frames, outputs, spec, reader.fps)
     expected = reader.expected_frames
     warning = None
@@ -248,6 +248,12 @@ def process_input(job: ArchiveJob, item: ArchiveInput, detector, classifiers: Se
             "faces": sum(len(f.boxes) for f in frames), "seconds": round(time.monotonic() - t0, 3),
             "warning": warning, "pid": os.getpid(), "node": ray.util.get_node_ip_address()}
 
+
+
+def _failed(item: ArchiveInput, why: str) -> dict:
+    from edgecv.safeio import redact_url
+
+    return {"input": item.key, "status": "failed", "error": redact_url(why)}  # never a password
 
 
 def _events(item: ArchiveInput, frames: list[_FrameRec], outputs: list[tuple[np.ndarray, float, int]], spec,
