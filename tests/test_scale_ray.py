@@ -387,3 +387,10 @@ def test_fleet_actor_killed_is_restarted_and_reported(cluster, archive, tmp_path
     restarted = [a for a in summary["actors"].values() if a["restarts"]]
     assert len(restarted) == 1 and len(restarted[0]["gaps_s"]) == 1
     assert "died" in err.decode() and "restarted" in err.decode()
+
+
+def test_fleet_refuses_outputs_that_need_the_frames_here(archive, tmp_path):
+    proc = run_cli("smile", "--ray", "--source", str(archive / "clips" / "vtest40.avi"), "--no-display",
+                   "--save", str(tmp_path / "o.mp4"), timeout=60)
+    _one_line(proc, r"--save needs every frame in this process; with --ray frames stay in the actors")
+    assert not (tmp_path / "o.mp4").exists()
