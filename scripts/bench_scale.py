@@ -64,6 +64,29 @@ def edgecv(*args: str) -> tuple[dict, float, float]:
     return json.loads(out), wall, sum(seen.values())
 
 
+def _decode(path: str) -> int:
+    import cv2
+
+    cv2.setNumThreads(1)
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    n = 0
+    while cap.grab():  # grab + retrieve is what a reader does
+        if cap.retrieve()[0]:
+            n += 1
+    cap.release()
+    return n
+
+
+def decode_only(files: list[str]) -> tuple[int, float]:
+    """The decode ceiling: every file decoded in a pool of one process per usable CPU."""
+    from multiprocessing import Pool
+
+    t0 = time.monotonic()
+    with Pool(len(os.sched_getaffinity(0))) as pool:
+        frames = sum(pool.map(_decode, files, chunksize=1))
+    return frames, time.monotonic() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--copies", type=int, default=8)
@@ -72,6 +95,8 @@ def main() -> None:
     ap.add_argument("--detector", default="yunet")
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--fleet", default="", help="also the files as a fleet of N sources over these actor counts (1,2)")
+    ap.add_argument("--decode-only", action="store_true",
+                    help="also decode the files alone, one process per usable CPU (the ceiling)")
     ap.add_argument("--json", help="write the raw summaries here")
     args = ap.parse_args()
     from edgecv.runtime.sources import make_reader
@@ -92,6 +117,10 @@ def main() -> None:
             raw[f"batch_{w}"] = s
             rows.append((f"edgecv batch --workers {w}", s["frames"], wall, s["ray"]["startup_s"], s["work_s"], s["fps"],
                          cpu))
+        if args.decode_only:
+            frames, wall = decode_only(files)
+            raw["decode_only"] = {"frames": frames, "wall_s": wall}
+            rows.append(("decode only (a process per CPU)", frames, wall, 0.0, wall, frames / wall, float("nan")))
         sources = [a for f in files for a in ("--source", f)]
         for w in (int(x) for x in args.fleet.split(",")) if args.fleet else ():
             s, wall, cpu = edgecv("run", "--model", args.model, "--detector", args.detector, *sources, "--no-display",
