@@ -308,7 +308,12 @@ class _Fleet:
             try:
                 status = self.ray.get(ref)
             except self.ray.exceptions.RayActorError as e:
-                raise EdgecvError(f"pipeline actor {a.name} could not start: {_actor_error(e)}") from None
+                if isinstance(e, self.ray.exceptions.ActorDiedError) and self.args.max_restarts == 0:
+                    raise EdgecvError(f"pipeline actor {a.name} could not start: {_actor_error(e)}") from None
+                # It died while starting: Ray restarts it and the loop starts it again, as after any death.
+                a.down_since = time.monotonic()
+                log.warning("pipeline actor %s died while starting: %s", a.name, _actor_error(e))
+                continue
             self._started(a, status, first=True)
         self.t_start = time.monotonic()
 

@@ -374,7 +374,8 @@ def test_fleet_actor_killed_is_restarted_and_reported(cluster, archive, tmp_path
     try:
         pids = _wait_for(lambda: (lambda p: p if len(p) == 2 else None)(_pids_titled("ray::FleetWorker", roots)),
                          60, "two pipeline actors")
-        time.sleep(1.0)
+        # Events reach the --json-out temporary once every actor's pipeline has started.
+        _wait_for(lambda: any(p.stat().st_size for p in tmp_path.glob(".e.jsonl*part*")), 60, "the first events")
         os.kill(pids[0], signal.SIGKILL)
         out, err = proc.communicate(timeout=180)
     finally:
