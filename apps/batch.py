@@ -441,7 +441,7 @@ def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], mani
             continue
         todo.append(p)
     progress = Progress(len(planned), not args.no_progress)
-    interrupted = {"n": 0}
+    interrupted: dict[str, Any] = {"n": 0}
     # Videos one per task; still images in groups (each is still its own input and its own file).
     chunks: list[list[Planned]] = []
     images: list[Planned] = []
@@ -494,6 +494,7 @@ def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], mani
 
             def on_signal(signum, _frame) -> None:
                 interrupted["n"] += 1
+                interrupted["signum"] = signum
                 log.info("%s: stopping; finished inputs stay committed, a rerun does the rest",
                          signal.Signals(signum).name)
 
@@ -541,7 +542,11 @@ def _run_job(args, address, ref, backend, det_opts, planned: list[Planned], mani
     atomic_write_text(out / "summary.json", text + "\n")
     print(text)
     if interrupted["n"]:
-        return 130
+        # The exit codes of edgecv.cli for the same signals: 143 after SIGTERM, 130 after Ctrl+C.
+        print("edgecv: " + ("terminated" if interrupted.get("signum") == signal.SIGTERM else "interrupted")
+              + f"; {totals['done'] + skipped} of {len(planned)} inputs are committed, a rerun does the rest",
+              file=sys.stderr)
+        return 143 if interrupted.get("signum") == signal.SIGTERM else 130
     if failures:
         print(f"edgecv: error: {len(failures)} of {len(planned)} inputs failed (reasons in {manifest.path}); "
               "the others are committed", file=sys.stderr)

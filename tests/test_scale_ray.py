@@ -395,3 +395,31 @@ def test_fleet_refuses_outputs_that_need_the_frames_here(archive, tmp_path):
                    "--save", str(tmp_path / "o.mp4"), timeout=60)
     _one_line(proc, r"--save needs every frame in this process; with --ray frames stay in the actors")
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_batch_sigterm_stops_with_finished_inputs_committed(cluster, archive, expected, tmp_path):
+    address, env, roots = cluster
+    src = archive / "clips" / "vtest120.avi"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(6):
+        shutil.copy(src, inputs / f"cam{i}.avi")
+    want = {str((inputs / f"cam{i}.avi").resolve()): expected[str(src.resolve())] for i in range(6)}
+    out = tmp_path / "out"
+    proc = _batch(out, [inputs], address, env, "--workers", "1", wait=False)
+    try:
+        _wait_for(lambda: any(r.get("status") == "done" for r in _manifest(out)), 120, "a committed input")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == 143, stderr.decode()
+    assert "terminated" in stderr.decode() and "Traceback" not in stderr.decode()
+    summary = json.loads(stdout)
+    assert summary["interrupted"] and 1 <= summary["done"] < 6
+    again = _batch(out, [inputs], address, env)
+    assert again.returncode == 0, again.stderr.decode()
+    assert json.loads(again.stdout)["skipped"] == summary["done"]
+    _check_results(out, want, want.keys())
