@@ -54,3 +54,36 @@ PRESETS = {
     "shift-flip": Augment(rotation=0, shift=0.1, shear=0.0, zoom=0.0, hflip=True),
     "strong": Augment(rotation=30, shift=0.1, shear=0.2, zoom=0.2, hflip=True),
 }
+
+
+@dataclass(frozen=True)
+class CaptchaAugment:
+    """Affine jitter plus what varies between captchas of one generator: an extra thin stroke
+    across the text (the generator already draws one), a slight blur and a contrast change.
+
+    Values stay in [0, 1] and the text is never flipped or cropped out (shifts are small)."""
+
+    affine: Augment = Augment(rotation=3, shift=0.04, shear=0.08, zoom=0.05, hflip=False)
+    line_p: float = 0.5         # chance of one extra dark stroke
+    blur_p: float = 0.3         # chance of a 3x3 Gaussian blur
+    contrast: float = 0.2       # dark level scaled by [1 - contrast, 1 + contrast]
+
+    def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = self.affine(batch, rng)
+        n, h, w, c = out.shape
+        line = rng.random(n) < self.line_p
+        blur = rng.random(n) < self.blur_p
+        ends = rng.uniform(0, 1, (n, 4)) * [w * 0.3, h, w * 0.3, h] + [0, 0, w * 0.7, 0]
+        thick = rng.integers(1, 3, n)
+        shade = rng.uniform(0.0, 0.35, n)
+        gain = rng.uniform(1 - self.contrast, 1 + self.contrast, n)
+        for i in range(n):
+            img = out[i].reshape(h, w, c)
+            if line[i]:
+                x0, y0, x1, y1 = (int(v) for v in ends[i])
+                cv2.line(img, (x0, y0), (x1, y1), (float(shade[i]),) * c, int(thick[i]), cv2.LINE_AA)
+            if blur[i]:
+                img = cv2.GaussianBlur(img, (3, 3), 0).reshape(h, w, c)
+            # Contrast about white (the background): ink gets darker or lighter, paper stays white.
+            out[i] = np.clip(1.0 - (1.0 - img) * gain[i], 0.0, 1.0).reshape(h, w, c)
+        return out

@@ -174,14 +174,17 @@ def make_ctc_loss(blank: int):
 
 class _CTCValidation:
     """Per-epoch greedy decoding of the validation split; saves the inference model (softmax
-    output) whenever sequence accuracy improves (ties: lower val loss)."""
+    output) whenever sequence accuracy improves (ties: lower val loss), or with select="last"
+    after every epoch, never stopping early, so that the validation split chooses nothing and
+    stays as unseen as the test split."""
 
     def __new__(cls, *a, **kw):
         import keras
 
         class Impl(keras.callbacks.Callback):
-            def __init__(self, infer, x, texts, charset, path, history, run, patience):
+            def __init__(self, infer, x, texts, charset, path, history, run, patience, select="best"):
                 super().__init__()
+                self.select = select
                 self.infer, self.x, self.texts, self.charset = infer, x, texts, charset
                 self.path, self.history, self.run, self.patience = path, history, run, patience
                 self.best = (-1.0, float("inf"))
@@ -198,7 +201,11 @@ class _CTCValidation:
                 self.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
                 _write_history(self.run, self.history)
                 key = (acc, -float(logs.get("val_loss", 0.0)))
-                if key > (self.best[0], -self.best[1]):
+                if self.select == "last":
+                    self.best = (acc, float(logs.get("val_loss", 0.0)))
+                    self.best_epoch = epoch + 1
+                    _save_model(self.infer, self.path)
+                elif key > (self.best[0], -self.best[1]):
                     self.best = (acc, float(logs.get("val_loss", 0.0)))
                     self.best_epoch = epoch + 1
                     self.wait = 0
@@ -209,14 +216,16 @@ class _CTCValidation:
                       f"val_loss {logs.get('val_loss', float('nan')):.4f} val_seq_acc {acc:.4f}", flush=True)
                 # Patience counts only once learning has started: the loss sits flat for a dozen
                 # epochs first, and stopping there would keep a model that reads nothing.
-                if self.best[0] > 0 and self.wait >= self.patience:
+                if self.select == "best" and self.best[0] > 0 and self.wait >= self.patience:
                     self.model.stop_training = True
 
         return Impl(*a, **kw)
 
 
-def ctc_augment():
-    from .augment import Augment
+def ctc_augment(kind: str = "affine"):
+    from .augment import Augment, CaptchaAugment
+    if kind == "captcha":
+        return CaptchaAugment()
     # Small shifts/zooms/rotations; never flips (text reads left to right).
     return Augment(rotation=2, shift=0.03, shear=0.05, zoom=0.04, hflip=False)
 
@@ -256,14 +265,19 @@ def train_ctc(args: argparse.Namespace) -> Path:
     if t_steps < 2 * longest:
         raise ConfigError(f"the model has {t_steps} time steps, too few for {longest}-character labels")
     trainer = keras.Model(model.input, model.get_layer("logits").output)
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=args.lr), loss=make_ctc_loss(len(charset)))
+    seq = ArraySequence(xtr, ytr, args.batch_size, None if args.no_aug else ctc_augment(args.aug), seed=args.seed)
+    lr = args.lr
+    if args.schedule == "cosine":
+        # Ends at 2 % of the start, so the last epoch's weights are settled enough to keep.
+        lr = keras.optimizers.schedules.CosineDecay(args.lr, args.epochs * len(seq), alpha=0.02)
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=make_ctc_loss(len(charset)))
     history: list[dict] = []
-    val = _CTCValidation(model, xva, list(tva), charset, run / "model.keras", history, run, args.patience)
-    seq = ArraySequence(xtr, ytr, args.batch_size, None if args.no_aug else ctc_augment(), seed=args.seed)
+    val = _CTCValidation(model, xva, list(tva), charset, run / "model.keras", history, run, args.patience,
+                         args.select)
     t0 = time.monotonic()
     try:
         trainer.fit(seq, validation_data=(xva, yva), epochs=args.epochs, callbacks=[val], verbose=0)
-        stopped = "max epochs" if len(history) >= args.epochs else f"no better val accuracy for {args.patience} epochs"
+        stopped = "max epochs" if len(history) >= args.epochs or args.select == "last" else f"no better val accuracy for {args.patience} epochs"
     except KeyboardInterrupt:
         # Ctrl+C ends a long run early but keeps what it learnt: the best checkpoint is complete.
         if not (run / "model.keras").exists():
@@ -293,7 +307,9 @@ def finish_ctc(run: Path, args: argparse.Namespace, charset: str, shape: tuple[i
                            "train": n_train, "val": n_val, "test": len(te)},
                      extra={"blank": len(charset), "time_steps": t_steps, "decoder": "greedy"})
     report: dict[str, Any] = {"fit_seconds": round(fit_s, 1), "epochs_run": len(history), "stopped": stopped,
-                              "best_epoch": best_epoch, "val_seq_accuracy": best_val}
+                              "best_epoch": best_epoch, "val_seq_accuracy": best_val,
+                              "select": getattr(args, "select", "best"), "aug": getattr(args, "aug", "affine"),
+                              "schedule": getattr(args, "schedule", "constant")}
     if len(te):
         xte, tte = te.load_arrays(transform)
         dec = greedy_decode(best.predict(xte, batch_size=64, verbose=0), charset)
@@ -359,7 +375,15 @@ def add_train_parsers(train_subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--charset", help="characters the model reads (default: those in the labels)")
     c.add_argument("--model-kw", type=_kv, action="append", metavar="KEY=VALUE",
                    help="CRNN option, e.g. --model-kw rnn=gru --model-kw rnn_units=[64]")
-    c.add_argument("--no-aug", action="store_true", help="no shift/zoom augmentation")
+    c.add_argument("--no-aug", action="store_true", help="no augmentation at all")
+    c.add_argument("--aug", choices=("affine", "captcha"), default="affine",
+                   help="affine: small shifts/zooms/rotations; captcha: those plus an extra noise "
+                        "stroke, blur and contrast (train/augment.py CaptchaAugment)")
+    c.add_argument("--select", choices=("best", "last"), default="best",
+                   help="best: keep the epoch with the best val accuracy (early stop by --patience); "
+                        "last: run all --epochs and keep the last weights, so val stays unseen")
+    c.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="Adam learning rate: constant --lr, or cosine decay from --lr over --epochs")
     c.add_argument("--max-train", type=int, help="use at most N training captchas (quick runs)")
     c.add_argument("--seed", type=int, default=42)
     c.add_argument("--name", help="model name recorded in the ModelSpec (default captcha-v2)")
