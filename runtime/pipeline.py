@@ -330,48 +330,65 @@ class Pipeline:
     def _work(self, job: _Job) -> None:
         """Detect, crop, preprocess and queue the crops for inference (a detect worker thread)."""
         try:
-            image = job.frame.image
-            h, w = image.shape[:2]
             t0 = time.monotonic()
             # Where a frame's time goes: waiting for a worker (queue), detect, preprocess, infer
             # (batch forming + the model), waiting behind earlier frames (order), sink.
             self.metrics.observe("queue", t0 - job.frame.t_capture)
             det = self._detector_for_thread()
-            # With detect_every=k, frames between detections get boxes predicted by the tracker.
-            reused = None if det is None else self._tracker.predict(job.frame.source_id, job.frame.index)
-            if det is None:
-                boxes = [Box(0, 0, w, h)]
-            elif reused is not None:
-                boxes = [c for c in (b.clip(w, h) for b in reused) if c is not None]
-            else:
-                rule = self.backend.spec.crop
-                boxes = [c for c in (crop_region(b, rule).clip(w, h) for b in det.detect(image)) if c is not None]
-                self._tracker.update(job.frame.source_id, job.frame.index, boxes)
-            t1 = time.monotonic()
-            if det is not None and reused is None:
-                job.timings["detect"] = (t1 - t0) * 1000
-                self.metrics.observe("detect", t1 - t0)
-            job.boxes = boxes
-            if not boxes:
-                job.done.set()
-                return
-            spec = self.backend.spec
-            batch = apply_chain([b.crop(image) for b in boxes], spec.preprocess, spec.input_shape)
-            t2 = time.monotonic()
-            job.timings["preprocess"] = (t2 - t1) * 1000
-            self.metrics.observe("preprocess", t2 - t1)
-            t_submit = time.monotonic()
-
-            def done(out: np.ndarray | None, err: BaseException | None) -> None:
-                job.outputs, job.error = out, err
-                job.t_done = time.monotonic()
-                job.timings["infer"] = (job.t_done - t_submit) * 1000
-                job.done.set()
-
-            self.batcher.submit(batch, done)
+            boxes = self._planned_boxes(job, det)
+            if boxes is None:
+                boxes = self._detected(job, det.detect(job.frame.image))
+                self._observe_detect(job, time.monotonic() - t0)
+            self._classify(job, boxes)
         except Exception as e:  # keep the frame order moving; the sink thread reports it
             job.error = e
             job.done.set()
+
+    def _planned_boxes(self, job: _Job, det: Detector | None) -> list[Box] | None:
+        """The boxes a frame gets without running the detector (the whole frame when there is none;
+        with detect_every=k, boxes the tracker predicts between detections), or None: detect it."""
+        h, w = job.frame.image.shape[:2]
+        if det is None:
+            return [Box(0, 0, w, h)]
+        reused = self._tracker.predict(job.frame.source_id, job.frame.index)
+        if reused is None:
+            return None
+        return [c for c in (b.clip(w, h) for b in reused) if c is not None]
+
+    def _detected(self, job: _Job, found: list[Box]) -> list[Box]:
+        """The detector's boxes for a frame -> the regions the model reads (ModelSpec crop, clipped);
+        recorded for the tracker."""
+        h, w = job.frame.image.shape[:2]
+        rule = self.backend.spec.crop
+        boxes = [c for c in (crop_region(b, rule).clip(w, h) for b in found) if c is not None]
+        self._tracker.update(job.frame.source_id, job.frame.index, boxes)
+        return boxes
+
+    def _observe_detect(self, job: _Job, seconds: float) -> None:
+        job.timings["detect"] = seconds * 1000
+        self.metrics.observe("detect", seconds)
+
+    def _classify(self, job: _Job, boxes: list[Box]) -> None:
+        """Crop and preprocess a frame's boxes and hand them to the batcher (a frame without boxes
+        is done here)."""
+        job.boxes = boxes
+        if not boxes:
+            job.done.set()
+            return
+        t1 = time.monotonic()
+        spec = self.backend.spec
+        batch = apply_chain([b.crop(job.frame.image) for b in boxes], spec.preprocess, spec.input_shape)
+        t2 = time.monotonic()
+        job.timings["preprocess"] = (t2 - t1) * 1000
+        self.metrics.observe("preprocess", t2 - t1)
+
+        def done(out: np.ndarray | None, err: BaseException | None) -> None:
+            job.outputs, job.error = out, err
+            job.t_done = time.monotonic()
+            job.timings["infer"] = (job.t_done - t2) * 1000
+            job.done.set()
+
+        self.batcher.submit(batch, done)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         """Run and decode a whole batch at once (edgecv.decode checks it against the spec): each
