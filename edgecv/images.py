@@ -7,6 +7,7 @@ image whose header claims more than MAX_PIXELS is refused before any pixel is de
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import DataError
+from .safeio import read_limited
 
 MAX_PIXELS = int(os.environ.get("EDGECV_MAX_IMAGE_PIXELS", 40_000_000))
 MAX_BYTES = 256 * 1024 * 1024
@@ -144,24 +146,14 @@ def decode_image(data: bytes, name: str = "<bytes>", gray: bool = False) -> np.n
 def read_image(path: str | os.PathLike, gray: bool = False) -> np.ndarray:
     """Read an image file: HxWx3 uint8 BGR, or HxW uint8 when gray=True. Raises DataError."""
     path = Path(path)
+    # A FIFO or device would block or never end: only regular files are images.
     try:
-        st = path.stat()
-        if not path.is_file():
-            raise DataError(f"{path}: not a file")
-        if st.st_size > MAX_BYTES:
-            raise DataError(f"{path}: {st.st_size:,} bytes is too large for an image")
-        with open(path, "rb") as f:  # bounded also when the file grows after stat()
-            data = f.read(MAX_BYTES + 1)
-        if len(data) > MAX_BYTES:
-            raise DataError(f"{path}: more than {MAX_BYTES:,} bytes is too large for an image")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except PermissionError:
-        raise DataError(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+        mode = path.stat().st_mode
+    except OSError:
+        mode = None  # read_limited words the reason (no such file, permission denied, ...)
+    if mode is not None and not stat.S_ISREG(mode):
+        raise DataError(f"{path}: {'is a directory' if stat.S_ISDIR(mode) else 'not a file'}")
+    data = read_limited(path, MAX_BYTES, "", DataError)
     return decode_image(data, str(path), gray=gray)
 
 

@@ -6,13 +6,18 @@ Every command's outputs go through here, so each guarantee holds in one place (d
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import math
 import os
 import re
+import shutil
+import signal
+import tempfile
+import threading
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 from .errors import ConfigError, EdgecvError
 
@@ -286,27 +291,56 @@ def write_all(fd: int, data: bytes) -> None:
         raise
 
 
+# --- temporary folders that a signal cannot orphan -------------------------------------------------
+@contextlib.contextmanager
+def temp_folder(parent: str | os.PathLike, prefix: str) -> Iterator[Path]:
+    """A fresh folder in `parent`, removed with its contents when the block ends, however it ends.
+
+    Ctrl+C and SIGTERM (which edgecv turns into an exception) are held while the folder is made, so
+    neither can land between its creation and the `try` that removes it; a signal that came in
+    meanwhile is delivered on the first line inside the block. Outside the main thread (where Python
+    runs no signal handler) the mask is left alone."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held) if main else None
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    except BaseException:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        raise
+    try:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # --- bounded reads ------------------------------------------------------------------------------
-def read_limited(path: str | os.PathLike, limit: int, what: str) -> bytes:
-    """Read a user-given file (or FIFO, or device) of at most `limit` bytes; ConfigError beyond it.
-    The limit holds for things whose size stat() does not know (/dev/zero, a pipe)."""
+def read_limited(path: str | os.PathLike, limit: int, what: str,
+                 error: type[Exception] = ConfigError) -> bytes:
+    """Read a user-given file (or FIFO, or device) of at most `limit` bytes; `error` (ConfigError by
+    default) beyond it or when it cannot be read, one line naming `what` and the path. The limit holds
+    for things whose size stat() does not know (/dev/zero, a pipe)."""
     p = Path(path)
+    name = f"{what} {p}" if what else str(p)
     try:
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > limit:
-                raise ConfigError(f"{what} {p}: {size:,} bytes is more than the {limit:,}-byte limit")
+                raise error(f"{name}: {size:,} bytes is more than the {limit:,}-byte limit")
             data = f.read(limit + 1)
     except FileNotFoundError:
-        raise ConfigError(f"{what} {p}: no such file") from None
+        raise error(f"{name}: no such file") from None
     except IsADirectoryError:
-        raise ConfigError(f"{what} {p}: is a folder") from None
+        raise error(f"{name}: is a folder") from None
     except PermissionError:
-        raise ConfigError(f"{what} {p}: permission denied") from None
+        raise error(f"{name}: permission denied") from None
     except OSError as e:
-        raise ConfigError(f"{what} {p}: cannot read ({e.strerror or e})") from None
+        raise error(f"{name}: cannot read ({e.strerror or e})") from None
     if len(data) > limit:
-        raise ConfigError(f"{what} {p}: more than the {limit:,}-byte limit")
+        raise error(f"{name}: more than the {limit:,}-byte limit")
     return data
 
 
@@ -412,7 +446,6 @@ def exit_later(seconds: float, message: str, code: int) -> None:
     if _exit_armed:
         return
     _exit_armed = True
-    import threading
 
     def fire() -> None:
         os.write(2, f"edgecv: error: {message}\n".encode())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import ConfigError, ExportError, ModelError, ModelSpecError
 from ..modelfile import load_spec, write_sidecar
+from ..safeio import temp_folder
 from ..spec import ModelSpec, atomic_write_bytes, file_sha256, spec_path_for
 from .calibration import DEFAULT_CALIB_SIZE, Calibration, calibration_samples, check_samples
 from .check import DEFAULT_MAX_DROP, AccuracyGateError, CheckReport, compare, keras_predict
@@ -187,8 +187,7 @@ class _Session:
             extra["trained_input"] = {"colour": self.spec.colour, "input_shape": list(self.spec.input_shape),
                                       "preprocess": [s.to_dict() for s in self.spec.preprocess]}
         spec = entry["spec"].replace(quantization=variant.quant, source_hash=self.source_hash, extra=extra)
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-            work = Path(tmp)
+        with temp_folder(out.parent, f".{out.name}.") as work:
             blob = module.convert(entry["model"], spec, variant.quant, calib, work)
             trial = work / out.name
             trial.write_bytes(module.embed(blob, spec))

@@ -308,3 +308,48 @@ def test_sigterm_during_export_unwinds_and_leaves_no_temporary_folder(tmp_path):
     assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1] == "edgecv: terminated"
     assert list(out.iterdir()) == []  # unwound: no output, no temporary folder
+
+
+SIGNAL_AT_MKDTEMP = r'''
+import os, signal, sys, tempfile
+from pathlib import Path
+from edgecv.cli import _terminate_like_interrupt
+from edgecv.cli import Terminated
+from edgecv.safeio import temp_folder
+
+parent, how = Path(sys.argv[1]), sys.argv[2]
+_terminate_like_interrupt()
+real = tempfile.mkdtemp
+
+def mkdtemp_then_sigterm(*a, **k):
+    # the folder exists and its name is not yet returned: the instant a SIGTERM used to orphan it
+    path = real(*a, **k)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return path
+
+tempfile.mkdtemp = mkdtemp_then_sigterm
+try:
+    if how == "plain":   # the pattern export/api.py used before temp_folder
+        with tempfile.TemporaryDirectory(dir=parent, prefix=".x."):
+            pass
+    else:
+        with temp_folder(parent, ".x."):
+            pass
+    print("no signal")
+except Terminated:
+    print("terminated")
+'''
+
+
+@pytest.mark.parametrize("how, left", [("plain", 1), ("temp_folder", 0)])
+def test_sigterm_the_instant_a_temporary_folder_is_made(tmp_path, how, left):
+    """A real SIGTERM delivered between mkdtemp's creation of the folder and the block that owns it:
+    the plain TemporaryDirectory leaves the folder behind (which shows the signal really lands in that
+    instant); safeio.temp_folder, used by export and dataset extraction, holds the signal until the
+    block owns the folder, so the folder goes."""
+    parent = tmp_path / "out"
+    parent.mkdir()
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_MKDTEMP, str(parent), how],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "terminated", proc.stderr[-2000:]
+    assert len(list(parent.iterdir())) == left

@@ -15,7 +15,6 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError, DownloadError
+from ..safeio import temp_folder
 from .registry import DatasetInfo, Resource, get
 
 CHUNK = 1 << 16
@@ -265,8 +265,7 @@ def extract_zip(zpath: Path, dest: Path, members: str = "") -> Path:
         if need > free:
             raise DataError(f"{zpath}: extracting needs {need / 1e6:,.0f} MB and {dest.parent} has "
                             f"{free / 1e6:,.0f} MB free")
-        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
-        try:
+        with temp_folder(dest.parent, ".extract-") as tmp:
             for info in infos:
                 rel = safe_member_path(info.filename[len(members):])
                 if not rel.parts:
@@ -290,8 +289,6 @@ def extract_zip(zpath: Path, dest: Path, members: str = "") -> Path:
                 if final.exists():
                     shutil.rmtree(final) if final.is_dir() else final.unlink()
                 os.replace(child, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
