@@ -67,7 +67,9 @@ class Solver:
     """A captcha model ready to solve images. Open with `Solver.open(model)`; model is a shipped
     name (captcha-ezpass, captcha-v2), a run directory, or a .tflite/.onnx/.keras file."""
 
-    def __init__(self, predictor, min_confidence: float | None = None, expected: int | None = None) -> None:
+    def __init__(self, predictor, min_confidence: float | None = None, expected: int | None = None,
+                 decoder: str | None = None, beam: int = 10) -> None:
+        from edgecv.ctc import DECODERS
         self.predictor = predictor
         self.spec = predictor.spec
         self.model_path = predictor.path
@@ -76,14 +78,22 @@ class Solver:
                              f"(needs task {' or '.join(TASKS)})")
         self.min_confidence = min_confidence
         self.expected = expected if expected is not None else int(self.spec.extra.get("digits", 4))
+        # CTC models: the decoder named here, else the one the model was shipped with.
+        self.decoder = decoder or str(self.spec.extra.get("decoder", "greedy"))
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"unknown CTC decoder {self.decoder!r}; choose {' or '.join(DECODERS)}")
+        if int(beam) < 1:
+            raise ConfigError(f"--beam must be at least 1; got {beam}")
+        self.beam = int(beam)
 
     @classmethod
     def open(cls, model: str | os.PathLike = "captcha-ezpass", backend: str | None = None,
-             min_confidence: float | None = None, expected: int | None = None) -> "Solver":
+             min_confidence: float | None = None, expected: int | None = None,
+             decoder: str | None = None, beam: int = 10) -> "Solver":
         from .predict import Predictor
         if min_confidence is not None and not 0.0 <= float(min_confidence) <= 1.0:
             raise ConfigError(f"--min-confidence must be between 0 and 1; got {min_confidence}")
-        return cls(Predictor(model, backend=backend), min_confidence, expected)
+        return cls(Predictor(model, backend=backend), min_confidence, expected, decoder, beam)
 
     # -- solving ------------------------------------------------------------------------------
     def solve_image(self, image: np.ndarray, name: str = "<image>") -> Result:
@@ -130,7 +140,12 @@ class Solver:
         g = to_gray(image)
         if int(g.max()) - int(g.min()) < 16:
             return Result(name, None, None, "blank image: no characters found")
-        d = decode.texts(self.spec, self.predictor([image]), 1)[0]
+        y = self.predictor([image])
+        d = decode.texts(self.spec, y, 1)[0]     # also checks the output's shape and values
+        if self.decoder == "beam":
+            from edgecv.ctc import beam_decode
+            d = beam_decode(np.asarray(y, np.float32), self.spec.charset or "", self.spec.extra.get("blank"),
+                            self.beam)[0]
         if not d.text:
             return Result(name, None, d.confidence, "no characters read")
         return Result(name, d.text, d.confidence, chars=d.char_confidences)
@@ -188,6 +203,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="decline (error) answers whose confidence is below P (0..1)")
     sv.add_argument("--digits", type=int_at_least(1), metavar="N",
                     help="characters per captcha for the digit model (default: its spec, 4)")
+    sv.add_argument("--decode", choices=("greedy", "beam"),
+                    help="CTC models: greedy (best class per step) or beam (prefix beam search for the "
+                         "most probable text); default: the model's ModelSpec, else greedy")
+    sv.add_argument("--beam", type=int_at_least(1), default=10, metavar="W",
+                    help="prefixes kept per step by --decode beam (default 10)")
     sv.set_defaults(func=cmd_solve)
 
     an = s.add_parser("annotate", help="label digit crops by key press (needs a display)", epilog=EXAMPLES,
@@ -205,7 +225,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_solve(args: argparse.Namespace) -> int:
     solver = Solver.open(args.model, backend=args.backend, min_confidence=args.min_confidence,
-                         expected=args.digits)
+                         expected=args.digits, decoder=args.decode, beam=args.beam)
     failed = total = 0
     out = sys.stdout
     with solver:

@@ -16,20 +16,22 @@ from edgecv.textscore import THRESHOLDS, score_texts
 
 def evaluate_captcha(model_path: str | os.PathLike, data: str | os.PathLike, split: str = "test",
                      labels: str | os.PathLike | None = None, backend: str | None = None,
-                     limit: int | None = None, thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
+                     limit: int | None = None, thresholds: Sequence[float] = THRESHOLDS,
+                     decoder: str | None = None, beam: int = 10) -> dict[str, Any]:
     """Solve every labelled captcha of `data` (see `labelled_images`) with a model (a shipped name
     such as "captcha-v2", a run directory, or a .tflite/.onnx/.keras file) and score it.
 
     Returns a JSON-able dict: `score_texts`' scores (sequence_accuracy, char_accuracy, cer,
     coverage), the wrong answers, and the median time per captcha (one image at a time, reading
-    and segmentation included).
+    and segmentation included). `decoder` ("greedy" or "beam", with `beam` prefixes) overrides
+    a CTC model's own (its ModelSpec's extra.decoder, else greedy).
     """
     from .captcha import Solver
 
     pairs = labelled_images(data, split, labels)
     if limit:
         pairs = pairs[:int(limit)]
-    solver = Solver.open(model_path, backend=backend)
+    solver = Solver.open(model_path, backend=backend, decoder=decoder, beam=beam)
     preds: list[str | None] = []
     confs: list[float] = []
     wrong: list[dict[str, Any]] = []
@@ -46,6 +48,7 @@ def evaluate_captcha(model_path: str | os.PathLike, data: str | os.PathLike, spl
     report = score_texts(preds, [t for _, t in pairs], confs, thresholds)
     solver.close()
     report.update({"model": str(solver.model_path), "task": solver.spec.task, "data": str(data), "split": split,
+                   **({"decoder": solver.decoder} if solver.spec.task == "captcha-ctc" else {}),
                    "ms_per_captcha_median": round(float(np.median(times)) * 1000, 3),
                    "wrong": wrong})
     return report

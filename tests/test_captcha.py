@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgecv.apps.captcha_segment import segment
-from edgecv.ctc import encode_labels, greedy_decode, text_probability
+from edgecv.ctc import beam_decode, decode_ctc, encode_labels, greedy_decode, text_probability
 from edgecv.data.captchas import EZPASS_LABELS, ezpass_holdout, labelled_images, read_labels_csv
 from edgecv.errors import DataError, ModelError
 from edgecv.textscore import edit_distance, score_texts
@@ -176,6 +176,38 @@ def test_text_probability_sums_alignments():
         brute = sum(np.prod([probs[t, c] for t, c in enumerate(p)])
                     for p in itertools.product(range(3), repeat=4) if collapse(list(p)) == label)
         assert text_probability(probs, label, blank) == pytest.approx(brute, rel=1e-9)
+
+
+def test_beam_finds_the_most_probable_text():
+    """Brute force over every text of a tiny charset: the beam's answer is the argmax of the
+    exact text probability, which greedy misses when a text's mass is spread over alignments."""
+    import itertools
+    rng = np.random.default_rng(2)
+    blank, charset = 3, "abc"
+    missed = 0
+    for _ in range(60):
+        probs = rng.dirichlet(np.full(4, 0.5), size=int(rng.integers(2, 6)))
+        texts = [list(t) for n in range(probs.shape[0] + 1) for t in itertools.product(range(3), repeat=n)]
+        best = max(texts, key=lambda t: text_probability(probs, t, blank))
+        b = beam_decode(probs, charset, beam=64, prune=0)[0]
+        g = greedy_decode(probs, charset)[0]
+        assert b.text == "".join(charset[c] for c in best)
+        assert b.confidence == pytest.approx(text_probability(probs, best, blank), rel=1e-6)
+        assert b.confidence >= g.confidence - 1e-9
+        missed += b.text != g.text
+    assert missed > 0      # the random cases include some where greedy reads a less likely text
+    # The textbook case: each step says "a" 0.4, blank 0.6; greedy reads "" (0.36), "a" is 0.64.
+    two = np.array([[0.4, 0, 0, 0.6]] * 2)
+    assert greedy_decode(two, charset)[0].text == ""
+    d = beam_decode(two, charset, beam=4)[0]
+    assert d.text == "a" and d.confidence == pytest.approx(0.64)
+    assert d.char_confidences == pytest.approx((0.4,))
+    assert decode_ctc(two, charset, decoder="beam")[0].text == "a"
+    assert decode_ctc(two, charset)[0].text == ""
+    with pytest.raises(ModelError, match="unknown CTC decoder"):
+        decode_ctc(two, charset, decoder="viterbi")
+    with pytest.raises(ModelError, match="at least 1"):
+        beam_decode(two, charset, beam=0)
 
 
 def test_encode_labels_round_trip():

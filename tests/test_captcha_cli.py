@@ -76,6 +76,82 @@ def test_solve_captcha_v2_test_split(data_dir):
     assert right >= 39, [(o, t) for o, (_, t) in zip(out, pairs) if o["text"] != t]
 
 
+@pytest.fixture(scope="module")
+def v2_outputs(data_dir):
+    """The shipped CRNN's per-step probabilities for 40 test-split captchas (never trained on)."""
+    from edgecv.apps.predict import Predictor
+    from edgecv.data.captchas import labelled_images
+    from edgecv.images import read_image
+    pairs = labelled_images(data_dir / "captcha_images_v2", "test")[:40]
+    pred = Predictor("captcha-v2")
+    try:
+        probs = np.concatenate([np.asarray(pred([read_image(p)]), np.float32) for p, _ in pairs])
+    finally:
+        pred.close()
+    return probs, [t for _, t in pairs], pred.spec
+
+
+def test_beam_equals_greedy_where_greedy_dominates(v2_outputs):
+    """On real outputs the greedy path carries most of its text's mass; the beam then reads the
+    same text with the same confidence and per-character confidences."""
+    from edgecv.ctc import beam_decode, greedy_decode
+    probs, truths, spec = v2_outputs
+    g = greedy_decode(probs, spec.charset)
+    b = beam_decode(probs, spec.charset, beam=10)
+    dominant = [i for i, d in enumerate(g) if d.confidence > 0.5]
+    assert len(dominant) >= 35
+    for i in dominant:
+        assert b[i].text == g[i].text
+        assert b[i].confidence == pytest.approx(g[i].confidence, rel=1e-5)
+        assert b[i].char_confidences == pytest.approx(g[i].char_confidences)
+    assert sum(d.text == t for d, t in zip(b, truths)) >= 39
+
+
+def test_beam_reads_a_character_greedy_drops(v2_outputs):
+    """Real outputs with one character's steps made unsure (0.45 it, 0.55 blank, as a faint
+    glyph would): greedy's best path is all blank there and drops the letter; the beam sums the
+    alignments that keep it (1 - 0.55**k > 0.5) and reads the whole captcha."""
+    from edgecv.ctc import beam_decode, greedy_decode
+    probs, truths, spec = v2_outputs
+    blank = len(spec.charset)
+    fixed = 0
+    for i in range(10):
+        p = probs[i].copy()
+        best = p.argmax(1)
+        runs = [t for t in range(len(best)) if best[t] == best[t - 1] and best[t] != blank and t > 0]
+        if not runs:
+            continue
+        steps = np.flatnonzero(best == best[runs[0]])
+        steps = steps[(steps >= runs[0] - 1) & (steps <= runs[0] + 1)]
+        p[steps] = 0.0
+        p[steps, best[runs[0]]] = 0.45
+        p[steps, blank] = 0.55
+        g, b = greedy_decode(p, spec.charset)[0], beam_decode(p, spec.charset)[0]
+        if greedy_decode(probs[i], spec.charset)[0].text != truths[i]:
+            continue
+        assert len(g.text) == len(truths[i]) - 1
+        assert b.text == truths[i] and b.confidence > g.confidence
+        fixed += 1
+    assert fixed >= 5
+
+
+def test_solve_with_beam_decoding(data_dir):
+    from edgecv.data.captchas import labelled_images
+    pairs = labelled_images(data_dir / "captcha_images_v2", "test")[:10]
+    files = [str(p) for p, _ in pairs]
+    greedy = _lines(run_cli("captcha", "solve", *files, "--model", "captcha-v2", "--json", "--decode", "greedy"))
+    proc = run_cli("captcha", "solve", *files, "--model", "captcha-v2", "--json", "--decode", "beam", "--beam", "8")
+    assert proc.returncode == 0, proc.stderr.decode()
+    beam = _lines(proc)
+    assert [o["text"] for o in beam] == [t for _, t in pairs] == [o["text"] for o in greedy]
+    assert [o["confidence"] for o in beam] == pytest.approx([o["confidence"] for o in greedy], rel=1e-4)
+    assert_clean_error(run_cli("captcha", "solve", files[0], "--model", "captcha-v2", "--beam", "0"), "at least 1")
+    assert_clean_error(run_cli("captcha", "solve", files[0], "--decode", "viterbi"), "invalid choice")
+    from edgecv.apps.captcha_eval import evaluate_captcha
+    r = evaluate_captcha("captcha-v2", data_dir / "captcha_images_v2", split="test", limit=10, decoder="beam")
+    assert r["decoder"] == "beam" and r["sequence_accuracy"] == 1.0
+
+
 def test_bad_inputs_get_an_error_field(data_dir, tmp_path):
     good = data_dir / "ezpass" / "raw" / "00000.jpg"
     (tmp_path / "text.png").write_text("not an image at all\n")

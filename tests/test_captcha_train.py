@@ -75,3 +75,29 @@ def test_shipped_crnn_is_builtins_only():
     assert not any(o.startswith("Flex") or o in ("CUSTOM", "WHILE", "CTC_BEAM_SEARCH_DECODER") for o in ops), ops
     assert {"FULLY_CONNECTED", "LOGISTIC", "TANH", "CONV_2D"} <= ops
     assert path.stat().st_size < 600_000
+
+
+def test_captcha_augment_on_real_captchas(data_dir):
+    """The captcha augmentation keeps real captchas in [0, 1], the same shape and white paper,
+    adds ink (the extra stroke) to some, is a function of the generator, and never flips text."""
+    import cv2
+    from edgecv.train.augment import CaptchaAugment
+    files = sorted((data_dir / "captcha_images_v2").glob("*.png"))[:16]
+    x = np.stack([cv2.resize(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE), (200, 50),
+                             interpolation=cv2.INTER_AREA) for f in files]).astype(np.float32)[..., None] / 255
+    aug = CaptchaAugment()
+    a = aug(x, np.random.default_rng(7))
+    assert a.shape == x.shape and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert np.array_equal(a, aug(x, np.random.default_rng(7)))
+    assert not np.allclose(a, x)
+    # Still the same image: closer to its own source than to the left-right mirror of it.
+    for i in range(len(x)):
+        assert np.abs(a[i] - x[i]).mean() < np.abs(a[i] - x[i, :, ::-1]).mean()
+    # No affine, no blur, no contrast: only the stroke, painted over paper and text alike.
+    from edgecv.train.augment import Augment
+    stroke = CaptchaAugment(affine=Augment(0, 0, 0, 0, False), line_p=1.0, blur_p=0.0, contrast=0.0)
+    s = stroke(x, np.random.default_rng(1))
+    for i in range(len(x)):
+        changed = np.abs(s[i] - x[i]) > 1e-6
+        assert 50 < changed.sum() < 0.1 * x[i].size
+        assert (s[i][changed & (x[i] > 0.9)] < 0.9).any()     # paper under the stroke got ink

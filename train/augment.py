@@ -79,6 +79,8 @@ class CaptchaAugment:
         gain = rng.uniform(1 - self.contrast, 1 + self.contrast, n)
         for i in range(n):
             img = out[i].reshape(h, w, c)
+            # Painted at one grey level over paper and text alike, as a pen stroke over print
+            # would be: where it crosses darker ink it lightens it a little.
             if line[i]:
                 x0, y0, x1, y1 = (int(v) for v in ends[i])
                 cv2.line(img, (x0, y0), (x1, y1), (float(shade[i]),) * c, int(thick[i]), cv2.LINE_AA)
