@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   edgecv train classify --config configs/cifar10-minivggnet.yaml --out runs/cifar-vgg
   edgecv train classify --arch lenet --data mnist --epochs 5 --out runs/mnist-lenet --resume
   edgecv train smile --data smiles --out runs/smile
+  KERAS_BACKEND=jax edgecv train classify --arch lenet --data mnist --devices all --out runs/mnist-dp
 """
 
 
@@ -19,6 +20,18 @@ def _kv(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     k, v = text.split("=", 1)
     return k, yaml.safe_load(v)
+
+
+def _devices(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected all or a number of devices >= 1, got {text!r}")
+    return n
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -50,6 +63,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-train", type=int, help="use at most N training images (quick runs)")
     p.add_argument("--workers", type=int, help="threads building augmented batches (default 1; more on a GPU)")
     p.add_argument("--name", help="model name recorded in the ModelSpec")
+    p.add_argument("--devices", type=_devices, metavar="all|N",
+                   help="data parallel over N (or all) devices of this process; not 1 needs KERAS_BACKEND=jax")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="several processes (hosts): process 0's address, the same for every process")
+    p.add_argument("--num-processes", type=int, metavar="N", help="with --coordinator: how many processes")
+    p.add_argument("--process-id", type=int, metavar="I", help="with --coordinator: this process, 0 to N-1")
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue a killed run from its last epoch checkpoint")
 

@@ -52,6 +52,12 @@ class TrainConfig:
     resume: bool = False
     max_train: int | None = None              # cap on training images (quick runs and tests)
     workers: int = 1                          # threads building batches (>1 overlaps augmentation with a GPU step)
+    # Data parallel (train/devices.py, docs/scale.md): devices per process, "all" or N (JAX backend
+    # when not 1); several processes (hosts) join through the coordinator of process 0.
+    devices: int | str = 1
+    coordinator: str | None = None            # HOST:PORT of process 0
+    num_processes: int | None = None
+    process_id: int | None = None
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -115,6 +121,13 @@ def _num(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+def _host_port(v: Any) -> bool:
+    if not isinstance(v, str) or ":" not in v:
+        return False
+    host, port = v.rsplit(":", 1)
+    return host != "" and port.isdigit() and 1 <= int(port) <= 65_535
+
+
 def _size(v: Any) -> bool:
     return isinstance(v, list) and len(v) == 2 and all(_int(x) and 8 <= x <= MAX_SIDE for x in v)
 
@@ -158,6 +171,10 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "resume": (lambda v: isinstance(v, bool), "true or false"),
         "max_train": (lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1 or null"),
         "workers": (lambda v: _int(v) and 1 <= v <= 256, "an integer from 1 to 256"),
+        "devices": (lambda v: v == "all" or (_int(v) and 1 <= v <= 65_536), "all or an integer from 1"),
+        "coordinator": (lambda v: v is None or _host_port(v), "HOST:PORT or null"),
+        "num_processes": (lambda v: v is None or (_int(v) and 1 <= v <= 65_536), "an integer >= 1 or null"),
+        "process_id": (lambda v: v is None or (_int(v) and v >= 0), "an integer >= 0 or null"),
     }
 
 

@@ -49,13 +49,22 @@ class ArraySequence(_pydataset()):
 
     Each batch draws from its own generator seeded by (seed, epoch, index), so batches are the
     same whether Keras builds them in order or in `workers` threads (OpenCV's warpAffine releases
-    the GIL, so threads overlap augmentation with the accelerator's step)."""
+    the GIL, so threads overlap augmentation with the accelerator's step).
+
+    Data parallel (`shard=(devices, process_id, processes)`): every batch, the last one too, holds a
+    multiple of the device count, because each device takes an equal slice (a ragged last batch
+    fails to shard). So each epoch leaves out `len(x) % devices` images (fewer than the device
+    count), a different few every epoch since the order is reshuffled. With several processes each
+    yields its own contiguous slice of every global batch; all draw the same order."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augment=None,
                  class_weight: dict[int, float] | None = None, seed: int = 0,
-                 patch: tuple[int, int] | None = None, epoch: int = 0, **kw):
+                 patch: tuple[int, int] | None = None, epoch: int = 0,
+                 shard: tuple[int, int, int] = (1, 0, 1), **kw):
         super().__init__(**kw)
         self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
+        self.devices, self.process_id, self.processes = shard
+        self.used = len(x) - len(x) % self.devices
         self.patch = patch  # (h, w): a random crop of each image, x holding larger images
         self.w = None if class_weight is None else np.array([class_weight[int(c)] for c in y], np.float32)
         # Seed sequences take non-negative ints: a negative --seed maps to its 64-bit pattern.
@@ -63,12 +72,17 @@ class ArraySequence(_pydataset()):
         self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(x))
 
     def __len__(self):
-        return int(np.ceil(len(self.x) / self.batch_size))
+        return int(np.ceil(self.used / self.batch_size))
 
     def __getitem__(self, i):
-        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self.order[i * self.batch_size:min((i + 1) * self.batch_size, self.used)]
+        key = [self.seed, self.epoch, i]
+        if self.processes > 1:
+            k = len(idx) // self.processes
+            idx = idx[self.process_id * k:(self.process_id + 1) * k]
+            key.append(self.process_id)  # each process's slice gets its own augmentation draws
         xb = self.x[idx]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng(key)
         if self.patch is not None:
             xb = random_patches(xb, self.patch, rng)
         if self.augment is not None:
@@ -136,6 +150,8 @@ def load_splits(cfg: TrainConfig):
 
 def train(cfg: TrainConfig) -> Path:
     """Train per `cfg`; returns the run directory."""
+    from .devices import Predictor, require_jax_if_chosen, set_up, validation_callback
+    require_jax_if_chosen()
     import keras
 
     from .augment import PRESETS
@@ -158,6 +174,10 @@ def train(cfg: TrainConfig) -> Path:
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--out {run}: exists and is not a folder")
     keras.utils.set_random_seed(cfg.seed)
+    # Before any model exists: the devices, the processes joined, the distribution set.
+    plan = set_up(cfg)
+    if plan is not None:
+        cfg.devices = plan.local  # the resolved count ("all" on this machine) goes into config.yaml
 
     t0 = time.monotonic()
     ds, tr, va, te, method = load_splits(cfg)
@@ -188,7 +208,9 @@ def train(cfg: TrainConfig) -> Path:
              f"; {skipped} unreadable image(s) skipped" if skipped else "")
     # The run folder is made only now that the data loaded: a bad --data leaves nothing behind.
     run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.yaml", cfg.to_yaml())
+    used = "" if plan is None else (f"# devices used: {', '.join(plan.devices)} (jax, {plan.processes} "
+                                    f"process(es), {plan.batch_size // plan.count} images per device and step)\n")
+    atomic_write_text(run / "config.yaml", used + cfg.to_yaml())
 
     schedule = make_schedule(cfg.schedule, cfg.lr, cfg.epochs, **cfg.schedule_kw)
     initial_epoch, history, best, best_epoch = 0, [], None, None
@@ -210,11 +232,16 @@ def train(cfg: TrainConfig) -> Path:
     callbacks = [LRSchedule(schedule), monitor, best_ckpt, EpochCheckpoint(ckpt_dir, best_ckpt, monitor)]
     cw = class_weights(ytr, classes) if cfg.class_weight else None
     # Starting at initial_epoch, a resumed run sees exactly the batches an unbroken run would have.
+    shard = (1, 0, 1) if plan is None else (plan.count, plan.process_id, plan.processes)
     seq = ArraySequence(xtr, ytr, cfg.batch_size, PRESETS[cfg.aug], cw, seed=cfg.seed, patch=patch,
-                        epoch=initial_epoch, workers=cfg.workers)
+                        epoch=initial_epoch, shard=shard, workers=cfg.workers)
+    validation: tuple | None = (xva, yva)
+    if plan is not None:
+        callbacks.insert(0, validation_callback(plan, xva, yva))  # before the callbacks that read val_*
+        validation = None
     t_fit = time.monotonic()
     if initial_epoch < cfg.epochs:
-        model.fit(seq, validation_data=(xva, yva), epochs=cfg.epochs, initial_epoch=initial_epoch,
+        model.fit(seq, validation_data=validation, epochs=cfg.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     fit_s = time.monotonic() - t_fit
     if cfg.keep == "last" or not (run / "model.keras").exists():
@@ -222,24 +249,30 @@ def train(cfg: TrainConfig) -> Path:
         save_model_atomic(model, run / "model.keras")
 
     best_model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    if plan is None:
+        def predict(x):
+            return best_model.predict(x, batch_size=256, verbose=0)
+    else:
+        predict = Predictor(plan, best_model)
     name = cfg.name or run.name
     spec = ModelSpec(name=name, task=cfg.task, input_shape=shape, colour=cfg.colour, preprocess=chain,
                      labels=ds.label_names, arch=cfg.arch, source_hash=file_sha256(run / "model.keras"),
                      data={"dataset": str(cfg.data), "split": {k: v for k, v in dict(method).items() if k != "parts"}},
                      metrics={"best_epoch": best_ckpt.best_epoch, cfg.monitor: best_ckpt.best})
+    devices = ({"backend": keras.backend.backend(), "count": 1} if plan is None
+               else plan.record(dropped_per_epoch=len(xtr) % plan.count))
     report: dict[str, Any] = {"model": str(run / "model.keras"), "fit_seconds": round(fit_s, 1),
-                              "epochs": cfg.epochs, "best_epoch": best_ckpt.best_epoch}
+                              "epochs": cfg.epochs, "best_epoch": best_ckpt.best_epoch, "devices": devices}
     from edgecv.scores import classification_report
-    val_probs = best_model.predict(xva, batch_size=256, verbose=0)
+    val_probs = predict(xva)
     report["val"] = classification_report(val_probs, yva, ds.label_names)
     if te is not None:
         xte, yte = te.load_arrays(lambda imgs: apply_chain(imgs, chain, shape))
-        report["test"] = classification_report(best_model.predict(xte, batch_size=256, verbose=0), yte,
-                                               ds.label_names)
+        report["test"] = classification_report(predict(xte), yte, ds.label_names)
         if patch is not None:
             from edgecv.preprocess import ten_crops
             x10, y10 = te.load_arrays(lambda imgs: ten_crops(imgs, chain, shape))
-            p10 = best_model.predict(x10, batch_size=256, verbose=0)
+            p10 = predict(x10)
             p10 = p10.reshape(len(p10) // 10, 10, -1).mean(axis=1)
             report["test_10crop"] = classification_report(p10, y10, ds.label_names)
     metrics = dict(spec.metrics)
@@ -253,7 +286,7 @@ def train(cfg: TrainConfig) -> Path:
     spec.save(run / "spec.json")
     atomic_write_text(run / "eval.json", json.dumps(report, indent=1))
     summary = {"run": str(run), "epochs": cfg.epochs, "fit_seconds": round(fit_s, 1),
-               "val_accuracy": round(report["val"]["accuracy"], 4)}
+               "val_accuracy": round(report["val"]["accuracy"], 4), "devices": devices}
     if "test" in report:
         summary["test_accuracy"] = round(report["test"]["accuracy"], 4)
     if "test_10crop" in report:
