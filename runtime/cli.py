@@ -47,9 +47,14 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
                         "synthetic://WxH; repeat for several")
     p.add_argument("--sources-file", metavar="F", help="a file listing sources, one per line (# comments); a "
                    "line may end with policy=latest|every and max_fps=N for that stream")
-    p.add_argument("--detector", default=detector_default, choices=["haar", "yunet", "none"],
-                   help=f"face detector whose boxes are classified; none classifies whole frames "
+    p.add_argument("--detector", default=detector_default, choices=["haar", "yunet", "yunet-opencv", "yunet-ort", "none"],
+                   help=f"face detector whose boxes are classified; none classifies whole frames; yunet runs "
+                        f"OpenCV's FaceDetectorYN on the CPU and YuNet batched on ONNX Runtime where its CUDA "
+                        f"provider is installed (yunet-opencv / yunet-ort pick one; docs/detection.md) "
                         f"(default {detector_default})")
+    p.add_argument("--detect-batch", type=int_at_most(1024, "(frames)"), metavar="N",
+                   help="frames per detector call for yunet / yunet-ort: a worker hands the detector up to N "
+                        "frames already waiting (default: 32 with CUDA, else yunet one at a time and yunet-ort 8)")
     p.add_argument("--detect-width", type=int_at_least(DETECT_MIN_WIDTH, "(the detectors' smallest face is 30 px)"),
                    default=None, metavar="PX",
                    help="detect on frames downscaled to this width (default 300 for haar, 320 for yunet)")
@@ -161,7 +166,7 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     Returns the exit code."""
     from .live import LiveOutputs
     from .build import open_pipeline
-    from .machine import choose_defaults, usable_cpus
+    from .machine import choose_defaults, choose_detector, usable_cpus
     from .pipeline import Pipeline, PipelineOptions, PipelineState
     from .outputs import check_outputs, commit_only_if, exit_if_still_running, no_output_reason, write_summary
     from .sinks import JsonLinesSink, VideoSink, WindowSink, display_available
@@ -175,7 +180,7 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
         raise ConfigError("no source given: use --source S (repeatable) or --sources-file F")
     check_outputs(args, sources, model=getattr(ref, "path", None))  # before anything is opened or written
     set_max_frame_pixels(getattr(args, "max_frame_pixels", None))
-    for name in ("batch", "threads", "max_frames", "detect_workers", "detect_width", "detect_every"):
+    for name in ("batch", "threads", "max_frames", "detect_workers", "detect_width", "detect_every", "detect_batch"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.max_delay_ms < 0:
         raise ConfigError(f"--max-delay-ms must be >= 0; got {args.max_delay_ms}")
@@ -189,12 +194,21 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     det_opts = dict(detector_options or {})
     if args.detect_width and detector != "none":
         det_opts["width"] = args.detect_width
+    if getattr(args, "ray", False) and getattr(args, "detect_batch", None) is not None:
+        raise ConfigError("--detect-batch is not available with --ray (each actor detects one frame a call)")
     if getattr(args, "ray", False):  # the sources sharded over Ray actors (runtime.fleet)
         from .fleet import run_fleet
 
         return run_fleet(args, ref, detector, entries, det_opts, options)
     if getattr(args, "address", None):
         raise ConfigError("--address names a Ray cluster for --ray; add --ray")
+    det_choice = None
+    if detector != "none":  # the engine for this machine (runtime.machine): batched YuNet where it pays
+        det_choice = choose_detector(detector, chosen.cpus, chosen.detect_workers, getattr(args, "detect_batch", None))
+        detector = det_choice.name
+        det_opts = {**det_choice.options, **det_opts}
+    elif getattr(args, "detect_batch", None) is not None:
+        raise ConfigError("--detect-batch needs a detector that batches (yunet or yunet-ort); the detector is none")
 
     sinks: list = []
     holder: dict[str, Pipeline] = {}
@@ -256,6 +270,8 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
             signal.signal(s, h)
     summary = pipeline.summary()
     summary["defaults"] = chosen.to_dict()
+    if det_choice is not None:
+        summary["detector"] = det_choice.to_dict()
     summary.update(live.summary())
     video = next((s for s in sinks if isinstance(s, VideoSink)), None)
     if video is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
@@ -49,6 +49,26 @@ class Detector(Protocol):
     def detect(self, image: np.ndarray) -> list[Box]:
         """HxWx3 uint8 BGR frame -> boxes in its pixels."""
         ...
+
+
+@runtime_checkable
+class BatchDetector(Detector, Protocol):
+    """A detector that runs several frames in one call (runtime.yunet_batch): the pipeline hands
+    it up to `max_batch` frames that are already waiting."""
+
+    max_batch: int
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Box]]:
+        """HxWx3 uint8 BGR frames -> one list of boxes per frame, in its pixels, in their order."""
+        ...
+
+
+def detect_batch_of(det: Detector | None) -> int:
+    """How many frames the pipeline may hand `det` at once: its max_batch when it batches, else 1."""
+    if det is None or not callable(getattr(det, "detect_batch", None)):
+        return 1
+    n = getattr(det, "max_batch", 1)
+    return n if isinstance(n, int) and n > 1 else 1
 
 
 def downscale(image: np.ndarray, width: int | None) -> tuple[np.ndarray, float]:
@@ -143,7 +163,16 @@ def crop_region(b: Box, rule: CropRule) -> Box:
     return b
 
 
-DETECTORS: dict[str, Callable[..., Any]] = {"haar": HaarFaceDetector, "yunet": YuNetFaceDetector}
+def _yunet_ort(**options: Any) -> Detector:
+    from .yunet_batch import YuNetBatchDetector  # onnxruntime and onnx load only when asked for
+
+    return YuNetBatchDetector(**options)
+
+
+# "yunet" is OpenCV's FaceDetectorYN; `edgecv run/smile` may run it as "yunet-ort" where that pays
+# (runtime.machine.choose_detector). "yunet-opencv" and "yunet-ort" name one engine and never change.
+DETECTORS: dict[str, Callable[..., Any]] = {"haar": HaarFaceDetector, "yunet": YuNetFaceDetector,
+                                            "yunet-opencv": YuNetFaceDetector, "yunet-ort": _yunet_ort}
 
 
 def register_detector(name: str, factory: Callable[..., Detector]) -> None:

@@ -4,15 +4,20 @@
 container cpusets) and caps that by a cgroup v2 CPU quota (`cpu.max`, what `docker --cpus` sets),
 so a 2-CPU container on a 64-core host gets 2-CPU defaults. `choose_defaults` turns that and the
 number of streams into detect workers, inference threads and frames in flight; the pipeline summary
-states what was chosen and why, and a user's explicit flag always wins.
+states what was chosen and why, and a user's explicit flag always wins. `choose_detector` picks the
+engine for YuNet: OpenCV's FaceDetectorYN on the CPU, YuNet batched on ONNX Runtime where its CUDA
+provider is installed or batching was asked for.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -80,3 +85,72 @@ def choose_defaults(cpus: int, streams: int, detector: bool, detect_workers: int
            + ("detector: one detect worker per CPU, one inference thread" if detector
               else "whole frames: inference threads on every CPU"))
     return Defaults(cpus, detect_workers, threads, tuple(chosen), why)
+
+
+@dataclass(frozen=True)
+class DetectorChoice:
+    """The detector a run uses and its options, when the machine decided part of it: `chosen` names
+    what came from the machine (name, max_batch, threads), `why` says on what grounds."""
+
+    name: str
+    options: dict[str, Any]
+    chosen: tuple[str, ...]
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "max_batch": self.options.get("max_batch", 1),
+                "chosen": list(self.chosen), "why": self.why}
+
+
+BATCHING = ("yunet", "yunet-ort")  # detectors --detect-batch applies to ("yunet" then runs as yunet-ort)
+CPU_DETECT_BATCH = 8   # on the CPU a call of 8 costs about 8 calls of one (docs/detection.md)
+CUDA_DETECT_BATCH = 32
+
+
+def choose_detector(name: str, cpus: int, detect_workers: int, detect_batch: int | None = None,
+                    cuda: bool | None = None, onnx: bool | None = None) -> DetectorChoice:
+    """Which engine runs a named detector. "yunet" is OpenCV's FaceDetectorYN (on the CPU one frame a
+    call is the faster road, docs/detection.md) unless batching pays or was asked for: where this
+    onnxruntime has the CUDA provider, or with --detect-batch N > 1, it runs as "yunet-ort" (YuNet
+    on ONNX Runtime, N frames a call). "yunet-opencv" and "yunet-ort" are taken as named.
+    cuda / onnx: whether the CUDA provider / the onnx package are there (None: look)."""
+    from edgecv.errors import ConfigError
+
+    if detect_batch is not None and name not in BATCHING:
+        raise ConfigError(f"--detect-batch needs a detector that batches (yunet or yunet-ort); "
+                          f"{name} runs one frame a call")
+    if name not in BATCHING:
+        return DetectorChoice(name, {}, (), f"{name} as asked")
+    if cuda is None:
+        from .yunet_batch import cuda_available
+
+        cuda = cuda_available()
+    if onnx is None:
+        import importlib.util
+
+        onnx = importlib.util.find_spec("onnx") is not None
+    chosen: list[str] = []
+    if name == "yunet":
+        if detect_batch == 1 or (detect_batch is None and not cuda):
+            return DetectorChoice("yunet", {}, ("name",), "CPU: OpenCV's FaceDetectorYN, one frame a call, "
+                                  "is faster here than YuNet batched on ONNX Runtime")
+        if not onnx:
+            log.warning("YuNet would run batched on ONNX Runtime here but the onnx package is missing "
+                        "(install edgecv[gpu]); using OpenCV's FaceDetectorYN")
+            return DetectorChoice("yunet", {}, ("name",), "the onnx package is missing: FaceDetectorYN")
+        chosen.append("name")
+        why = ("CUDA provider available: YuNet batched on ONNX Runtime" if detect_batch is None
+               else f"--detect-batch {detect_batch}: YuNet batched on ONNX Runtime")
+    else:
+        why = "yunet-ort as asked"
+    options: dict[str, Any] = {}
+    if detect_batch is None:
+        detect_batch = CUDA_DETECT_BATCH if cuda else CPU_DETECT_BATCH
+        chosen.append("max_batch")
+    options["max_batch"] = detect_batch
+    if not cuda:
+        # Each detect worker's session gets its share of the CPUs: ORT's default (a thread per core
+        # in every session) oversubscribes the cores and ran 2x slower per frame on the 2-core box.
+        options["threads"] = max(1, cpus // max(1, detect_workers))
+        chosen.append("threads")
+    return DetectorChoice("yunet-ort", options, tuple(chosen), why + (" (CUDA)" if cuda else " (CPU provider)"))

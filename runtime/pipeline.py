@@ -3,7 +3,10 @@ backend -> labels -> sinks, with metrics, and an explicit lifecycle.
 
 Threads: one per source (decode), a dispatcher (takes frames round-robin, keeps their order),
 `detect_workers` detect/preprocess workers, the batcher, and the sink thread (hands results to the
-sinks in each source's frame order, then finalises everything). `stop()` drains: sources stop,
+sinks in each source's frame order, then finalises everything). A detector that batches
+(detect.BatchDetector, e.g. runtime.yunet_batch) gets the frames already waiting, up to its
+max_batch, in one call; each frame's `detect` time is then its share of the call, and the summary's
+`detect_batches` gives the frames per call. `stop()` drains: sources stop,
 frames already read are finished and written, files are finalised, threads joined.
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ from edgecv.preprocess import apply_chain
 
 from .backends import BackendBase
 from .batcher import Batcher
-from .detect import Box, Detector, crop_region
+from .detect import BatchDetector, Box, Detector, crop_region, detect_batch_of
 from .metrics import Metrics, peak_rss_mb
 from .results import Detection, FrameResult
 from .sinks import Sink, SinkSet
@@ -100,7 +103,7 @@ class PipelineOptions:
         if not (isinstance(self.metrics_interval, (int, float)) and 0 <= self.metrics_interval < float("inf")):
             raise ConfigError(f"metrics_interval must be a finite number >= 0; got {self.metrics_interval!r}")
 
-    def inflight_for(self, sources: Sequence[Source], whole_frames: bool) -> int:
+    def inflight_for(self, sources: Sequence[Source], whole_frames: bool, detect_batch: int = 1) -> int:
         """Frames in flight bound memory, the batch the batcher can form, and (for live sources) the
         age of what is shown. Files, whole frames classified: 2 x max_batch, so batches fill (on an
         H100, 16 in flight capped batches at 16 and made batching slower than batch 1; 512 gave
@@ -108,13 +111,15 @@ class PipelineOptions:
         worker and one per stream, because a frame taken from its source can no longer be dropped
         and ages (the soak saw p99 age 72 s with 64), and frames queued behind the detector only
         age and hold memory (64 1080p frames in flight took the Haar pipeline on smile.mp4 to a
-        534 MB peak, 8 to 219 MB, at the same fps; docs/results.md)."""
+        534 MB peak, 8 to 219 MB, at the same fps; docs/results.md). A detector that batches
+        (detect_batch > 1) needs a full call per worker in flight and one more waiting, or no call
+        would ever fill."""
         if self.max_inflight is not None:
             return self.max_inflight
         live = any(s.policy is Policy.LATEST for s in sources)
         if whole_frames and not live:
             return max(8, 4 * self.detect_workers, 2 * self.max_batch)
-        return max(8, 4 * self.detect_workers, len(sources))
+        return max(8, 4 * self.detect_workers, len(sources), detect_batch * (self.detect_workers + 1))
 
 
 class Pipeline:
@@ -174,6 +179,7 @@ class Pipeline:
         self._workers: list[threading.Thread] = []
         self.batcher: Batcher | None = None
         self._dispatched = 0
+        self._detect_calls: deque[int] = deque(maxlen=4096)  # frames per detector call (batching detectors)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _set_state(self, new: PipelineState) -> bool:
@@ -190,7 +196,9 @@ class Pipeline:
         if not self._set_state(PipelineState.STARTING):
             raise ConfigError(f"a pipeline starts once; this one is {self.state.value}")
         try:
-            self._detector_for_thread()  # build one now: a bad detector fails here, not in a worker
+            det = self._detector_for_thread()  # build one now: a bad detector fails here, not in a worker
+            if detect_batch_of(det) > 1:
+                self.max_inflight = self.options.inflight_for(self.sources, False, detect_batch_of(det))
             for src in self.sources:
                 src.start()
         except BaseException:
@@ -324,8 +332,78 @@ class Pipeline:
         return self._local.detector
 
     def _worker(self) -> None:
+        try:
+            det = self._detector_for_thread()
+        except Exception:  # _work builds it again for each frame and fails that frame visibly
+            det = None
+        cap = detect_batch_of(det)
         while (job := self._work_q.get()) is not None:
-            self._work(job)
+            if cap == 1:
+                self._work(job)
+                continue
+            # A batching detector gets the frames already waiting (never waits for more: a lone frame
+            # goes alone, so batching adds no latency when the pipeline keeps up).
+            jobs, last = [job], False
+            while len(jobs) < cap:
+                try:
+                    nxt = self._work_q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:  # this worker's stop signal: finish what it holds, then end
+                    last = True
+                    break
+                jobs.append(nxt)
+            self._work_batch(jobs, det)
+            if last:
+                break
+
+    def _work_batch(self, jobs: list[_Job], det: BatchDetector) -> None:
+        """_work for several frames with one detector call; each frame's detect time is its share
+        of the call (the call's time / frames detected in it)."""
+        t0 = time.monotonic()
+        for job in jobs:
+            self.metrics.observe("queue", t0 - job.frame.t_capture)
+        planned: list[list[Box] | None] = []
+        detect: list[_Job] = []
+        after: list[_Job] = []  # frames whose boxes the tracker predicts from a detection in this call
+        pending: dict[str, int] = {}
+        every = self.options.detect_every
+        try:
+            for job in jobs:
+                sid, index = job.frame.source_id, job.frame.index
+                boxes = self._planned_boxes(job, det)
+                if boxes is None and sid in pending and 0 < index - pending[sid] < every:
+                    after.append(job)  # one by one this frame would see that detection first
+                elif boxes is None:
+                    pending[sid] = index
+                    detect.append(job)
+                planned.append(boxes)
+            found = det.detect_batch([j.frame.image for j in detect]) if detect else []
+            if len(found) != len(detect):
+                raise BackendError(f"detector {det.name} returned {len(found)} box lists for {len(detect)} frames")
+        except Exception as e:  # every frame of the call fails; the sink thread reports it
+            for job in jobs:
+                job.error = e
+                job.done.set()
+            return
+        share = 0.0
+        if detect:
+            share = (time.monotonic() - t0) / len(detect)
+            self._detect_calls.append(len(detect))
+        detected = {id(j): b for j, b in zip(detect, found)}
+        waits = {id(j) for j in after}
+        # In frame order: a frame between two detections of this call is predicted from the one before it.
+        for job, boxes in zip(jobs, planned):
+            try:
+                if id(job) in detected:
+                    boxes = self._detected(job, detected[id(job)])
+                    self._observe_detect(job, share)
+                elif id(job) in waits:
+                    boxes = self._planned_boxes(job, det)
+                self._classify(job, boxes or [])
+            except Exception as e:
+                job.error = e
+                job.done.set()
 
     def _work(self, job: _Job) -> None:
         """Detect, crop, preprocess and queue the crops for inference (a detect worker thread)."""
@@ -484,6 +562,10 @@ class Pipeline:
         snap["error"] = self.error
         snap["backend"] = None if b is None else {"name": b.name, "providers": list(getattr(b, "providers", ())),
                                                   "model": self.backend.spec.name}
+        calls = list(self._detect_calls)
+        if calls:
+            snap["detect_batches"] = {"count": len(calls), "mean_size": round(sum(calls) / len(calls), 2),
+                                      "max_size": max(calls)}
         snap["sinks_failed"] = dict(self.sinks.failed)
         snap["peak_rss_mb"] = peak_rss_mb()
         return snap
