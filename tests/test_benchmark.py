@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_clean_error, run_cli
-from edgecv.apps.bench.measure import Scoring, score_arrays
-from edgecv.apps.bench.report import FIELD_NAMES, order_row, render_table, rows_table
+from edgecv.apps.bench.measure import Scoring, engine_threads, physical_cores, score_arrays
+from edgecv.apps.bench.report import FIELD_NAMES, order_row, plot, render_table, rows_table
+from edgecv.runtime.machine import usable_cpus
 from edgecv.spec import ModelSpec
 from models import smile_model_files  # noqa: F401  (fixture)
 
@@ -56,8 +57,10 @@ def test_benchmark_writes_every_field_and_ordered_percentiles(smile_model_files,
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode == 0, err
     doc, rows = _rows(out["json"])
+    # .onnx runs on ONNX Runtime and, with the [openvino] extra installed (the test environment), OpenVINO.
     assert [(r["artefact"], r["backend"], r["batch"]) for r in rows] == [
-        (tfl.name, "litert", 1), (tfl.name, "litert", 4), (onnx.name, "onnxruntime", 1), (onnx.name, "onnxruntime", 4)]
+        (tfl.name, "litert", 1), (tfl.name, "litert", 4), (onnx.name, "onnxruntime", 1), (onnx.name, "onnxruntime", 4),
+        (onnx.name, "openvino", 1), (onnx.name, "openvino", 4)]
     for r in rows:
         assert list(r) == list(FIELD_NAMES)
         assert r["status"] == "ok" and r["error"] is None
@@ -72,8 +75,19 @@ def test_benchmark_writes_every_field_and_ordered_percentiles(smile_model_files,
         # Scored once per artefact and backend, shown on every batch row.
         assert r["accuracy_n"] == 64 and r["accuracy_data"] == "smiles[test]"
         assert r["source_accuracy"] is None and r["drop_pts"] is None  # the test spec names no data set
+        # The threads each row ran with, read back from the engine: none is left at null.
+        assert r["threads_requested"] is None and r["threads"] >= 1
+    # LiteRT gets one thread per usable CPU (not its own default of one); ORT sizes its pool to the
+    # physical cores; OpenVINO's compiled model says what it chose.
+    assert [r["threads_source"] for r in rows[::2]] == [
+        "litert num_threads", "onnxruntime default: one per physical core", "openvino INFERENCE_NUM_THREADS"]
+    assert rows[0]["threads"] == usable_cpus()
+    assert rows[2]["threads"] == physical_cores()
+    assert rows[4]["provider"] == "OpenVINO CPU"
     # The score is the one a plain ONNX Runtime session gives on the same 64 evenly spaced images.
     assert rows[2]["accuracy"] == rows[3]["accuracy"] == _ort_accuracy(onnx, 64)
+    # OpenVINO runs the same file: the same answers on all but a few images.
+    assert abs(rows[4]["accuracy"] - rows[2]["accuracy"]) <= 2 / 64
     # The int8 TFLite and the fp32 ONNX export of one model agree on all but a few of them.
     assert abs(rows[0]["accuracy"] - rows[2]["accuracy"]) <= 3 / 64
     assert rows[0]["quant"] == "int8" and rows[0]["input_dtype"] == "int8"
@@ -85,13 +99,96 @@ def test_benchmark_writes_every_field_and_ordered_percentiles(smile_model_files,
 
     with open(out["csv"], newline="") as f:
         table = list(csv.DictReader(f))
-    assert len(table) == 4 and list(table[0]) == list(FIELD_NAMES)
+    assert len(table) == 6 and list(table[0]) == list(FIELD_NAMES)
     md = out["md"].read_text()
     assert md.startswith("`edgecv benchmark models ") and "| artefact | backend/device |" in md and tfl.name in md
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stdout = proc.stdout.decode()
     assert "p50 ms" in stdout and onnx.name in stdout
-    assert "[4/4]" in err  # not a TTY: one progress line per configuration
+    assert "[6/6]" in err  # not a TTY: one progress line per configuration
+
+
+ZOO = REPO / "edgecv" / "zoo"
+
+
+def test_plot_shows_accuracy_against_latency_of_the_measured_rows(tmp_path):
+    """The shipped smile artefacts, measured for real (LiteRT, ORT, OpenVINO): the accuracy-vs-latency
+    panel has one point per artefact and backend at the chosen batch, at the row's per-image p50 and
+    accuracy, labelled with its size and threads; the SVG keeps those labels as text, the PNG decodes."""
+    import xml.etree.ElementTree as ET
+
+    import cv2
+
+    j, svg, png = tmp_path / "z.json", tmp_path / "z.svg", tmp_path / "z.png"
+    proc = run_cli("benchmark", "models", str(ZOO / "smile.int8.onnx"), str(ZOO / "smile.fp16.tflite"),
+                   "--batch", "1,4", *QUICK, "--data-limit", "64", "--json", str(j), "--plot", str(svg),
+                   "--plot-batch", "1", timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    rows = _rows(j)[1]
+    assert {(r["artefact"], r["backend"]) for r in rows} == {
+        ("smile.int8.onnx", "onnxruntime"), ("smile.int8.onnx", "openvino"), ("smile.fp16.tflite", "litert")}
+    assert all(r["accuracy_data"] == "smiles[test]" and r["accuracy_n"] == 64 for r in rows)
+
+    text = "".join(t.text or "" for t in ET.parse(svg).getroot().iter("{http://www.w3.org/2000/svg}text"))
+    assert "accuracy vs latency at batch 1" in text
+    at1 = [r for r in rows if r["batch"] == 1]
+    for r in at1:
+        assert f"{r['artefact']} {r['backend']}/cpu, {r['size_bytes'] / 1e6:.1f} MB, {r['threads']} thr" in text
+    assert not list(tmp_path.glob(".*"))  # the temporary name was renamed
+
+    data = plot(rows, png)  # the default batch: the largest measured
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cv2.imdecode(np.frombuffer(png.read_bytes(), np.uint8), cv2.IMREAD_COLOR).shape[1] > 600
+    assert data["batch"] == 4 and data["unscored"] == []
+    at4 = {(r["artefact"], r["backend"]): r for r in rows if r["batch"] == 4}
+    assert {(p["artefact"], p["backend"]) for p in data["points"]} == set(at4)
+    for p in data["points"]:
+        r = at4[p["artefact"], p["backend"]]
+        assert p["per_image_ms"] == r["per_image_ms_p50"] and p["accuracy_pct"] == 100 * r["accuracy"]
+        assert p["threads"] == r["threads"] and p["mb"] == pytest.approx(r["size_bytes"] / 1e6, abs=1e-3)
+
+
+def test_engine_threads_are_the_threads_the_engine_starts():
+    """What a row reports is what the engine does: ONNX Runtime left at its default and LiteRT
+    given one thread per usable CPU each start (threads - 1) pool threads beside the caller's."""
+    import os
+
+    from edgecv.resolve import resolve
+    from edgecv.runtime.backends import open_backend
+
+    def count():
+        return len(os.listdir("/proc/self/task"))
+
+    for name, threads in (("smile.int8.onnx", None), ("smile.fp16.tflite", usable_cpus())):
+        ref = resolve(ZOO / name)
+        before = count()
+        with open_backend(ref.path, ref.spec, threads=threads) as b:
+            b.run(np.zeros((1, *ref.spec.input_shape), np.float32))
+            n, _ = engine_threads(b)
+            assert count() - before == n - 1, (name, n)
+        del b  # its pool's threads end with it, before the next count
+        assert n == (threads or physical_cores())
+
+
+def test_missing_openvino_extra_skips_its_rows_with_a_note(smile_model_files, tmp_path):
+    """Without OpenVINO (an import that fails, as on the edge install) the .onnx file is measured on
+    ONNX Runtime alone and a note names the extra; asking for openvino by name is one clean error."""
+    shadow = tmp_path / "no-openvino" / "openvino"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'openvino'\", name='openvino')\n")
+    env = {"PYTHONPATH": str(shadow.parent)}
+    j = tmp_path / "b.json"
+    onnx = str(smile_model_files["onnx"])
+    proc = run_cli("benchmark", "models", onnx, "--batch", "2", *QUICK, "--data", "none", "--json", str(j),
+                   env=env, timeout=120)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, err
+    assert "note: openvino rows skipped" in err and "pip install 'edgecv[openvino]'" in err
+    assert "Traceback" not in err
+    assert [r["backend"] for r in _rows(j)[1]] == ["onnxruntime"]
+    assert_clean_error(run_cli("benchmark", "models", onnx, "--backend", "openvino", "--batch", "2", *QUICK,
+                               "--data", "none", env=env, timeout=120),
+                       r"nothing to measure.*edgecv\[openvino\]")
 
 
 def test_unavailable_device_is_warned_and_marked(smile_model_files, tmp_path):
@@ -105,15 +202,20 @@ def test_unavailable_device_is_warned_and_marked(smile_model_files, tmp_path):
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode == 0, err
     assert "warning: --device cuda requested" in err and "CUDAExecutionProvider" in err
-    (row,) = _rows(j)[1]
+    row, ov = _rows(j)[1]
     assert (row["device"], row["device_used"], row["provider"]) == ("cuda", "cpu", "CPUExecutionProvider")
     assert any("CUDAExecutionProvider" in w for w in row["warnings"])
     assert row["accuracy"] is None
     assert "onnxruntime/cuda->cpu!" in proc.stdout.decode()
+    # OpenVINO runs on the CPU only here: said before the run and marked in its row too.
+    assert "--device cuda requested but the openvino backend runs on the CPU only" in err
+    assert (ov["backend"], ov["device"], ov["device_used"]) == ("openvino", "cuda", "cpu")
+    assert ov["provider"] == "OpenVINO CPU"
+    assert "openvino/cuda->cpu!" in proc.stdout.decode()
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--backend", "tensorflow"], r"unknown backend 'tensorflow'.*Choose from: keras, litert, onnxruntime"),
+    (["--backend", "tensorflow"], r"unknown backend 'tensorflow'.*Choose from: keras, litert, onnxruntime, openvino"),
     (["--backend", "litert"], r"nothing to measure"),
     (["--device", "gpu"], r"unknown device 'gpu'"),
     (["--batch", "0"], r"--batch: takes positive integers.*'0'"),
@@ -122,6 +224,7 @@ def test_unavailable_device_is_warned_and_marked(smile_model_files, tmp_path):
     (["--duration", "soon"], r"--duration: takes seconds"),
     (["--warmup", "-1"], r"--warmup: takes an integer >= 0"),
     (["--plot", "out.txt"], r"--plot out.txt: must end in .png"),
+    (["--batch", "1,4", "--plot-batch", "3"], r"--plot-batch 3: not one of the measured --batch sizes \(1,4\)"),
     (["--out", "somewhere"], r"--out is for --export-all"),
     (["--video", "x.mp4"], r"unrecognized arguments: --video x.mp4"),
 ])

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from edgecv.errors import ConfigError, ModelError, unknown
 
-BACKENDS = ("litert", "onnxruntime", "keras")
+BACKENDS = ("litert", "onnxruntime", "openvino", "keras")
 DEVICES = ("cpu", "cuda", "tensorrt")
 SPLITS = ("train", "val", "test", "all")
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -20,6 +20,7 @@ DESCRIPTION = "measure models on this box: latency, throughput, memory, accuracy
 EXAMPLES = """examples:
   edgecv benchmark models out/lenet/ --batch 1,8,32 --duration 3 --data mnist --md out/bench.md
   edgecv benchmark models smile --backend litert,onnxruntime --device cpu,cuda --json out/smile-bench.json
+  edgecv benchmark models smile --batch 1,32 --plot out/smile.png   # accuracy vs latency, LiteRT/ORT/OpenVINO
   edgecv benchmark models runs/mnist-lenet --export-all --out out/lenet/ --batch 1,32
   edgecv benchmark pipeline edgecv/zoo/smile.fp16.tflite --video video:smile.mp4 --loop 6
   edgecv benchmark streams smile.onnx --video video:vtest_pets2009_480x360_h264.avi --streams 1,4,16,64
@@ -126,13 +127,16 @@ def _add_models(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL_OR_DIR",
                    help="model files (.tflite, .onnx, .keras), folders of them, or shipped model names")
     p.add_argument("--backend", metavar="LIST", type=name_list("backend", BACKENDS),
-                   help="comma list of litert,onnxruntime,keras (default: every backend that runs each file)")
+                   help="comma list of litert,onnxruntime,openvino,keras (default: every backend that runs each "
+                        "file: .tflite litert; .onnx onnxruntime, and openvino when the [openvino] extra is installed)")
     p.add_argument("--device", metavar="LIST", type=name_list("device", DEVICES), default=["cpu"],
                    help="comma list of cpu,cuda,tensorrt (default cpu); an unavailable one is measured on the "
                         "fallback, with a warning, and its rows say so")
     p.add_argument("--batch", metavar="LIST", type=int_list, default=[1, 8, 32],
                    help="comma list of batch sizes (default 1,8,32)")
-    p.add_argument("--threads", metavar="N", type=positive_int(), help="inference threads (default: the library's)")
+    p.add_argument("--threads", metavar="N", type=positive_int(),
+                   help="inference threads (default: one per usable CPU for LiteRT, the library's own for ONNX "
+                        "Runtime and OpenVINO; every row says what it ran with)")
     p.add_argument("--data", metavar="D", help="data set for accuracy: registry name or path; 'none' skips "
                    "accuracy (default: the data set named in each model's ModelSpec)")
     p.add_argument("--split", default="test", choices=SPLITS, help="split of --data to score (default test)")
@@ -142,7 +146,11 @@ def _add_models(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", metavar="N", type=positive_int(0), default=10, help="untimed calls before timing (default 10)")
     _outputs(p)
     p.add_argument("--csv", metavar="OUT", help="write the rows as CSV")
-    p.add_argument("--plot", metavar="OUT.png", help="latency vs batch and throughput bars (needs matplotlib)")
+    p.add_argument("--plot", metavar="OUT.png", help="accuracy against latency per image, one point per artefact and "
+                   "backend (size and threads in its label), with latency vs batch and throughput panels; .png, .svg "
+                   "or .pdf (needs matplotlib)")
+    p.add_argument("--plot-batch", metavar="N", type=positive_int(),
+                   help="the batch size of the accuracy-vs-latency points (default: the largest --batch)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     g = p.add_argument_group("export, then benchmark (needs the [export] extra)")
     g.add_argument("--export-all", action="store_true",
@@ -201,6 +209,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                           "for results")
     if args.export_all and len(args.models) != 1:
         raise ConfigError("--export-all takes exactly one MODEL (.keras file or run directory)")
+    if args.plot_batch is not None and args.plot_batch not in args.batch:
+        raise ConfigError(f"--plot-batch {args.plot_batch}: not one of the measured --batch sizes "
+                          f"({','.join(map(str, args.batch))})")
     if args.plot:
         from .report import check_plot_available
         if Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
@@ -241,7 +252,7 @@ def report_models(rows: list[dict], env: dict, settings: dict, args: argparse.Na
         write_text(args.md, to_markdown(rows, command, summary_line(env)))
     ok = [r for r in rows if r.get("status") == "ok"]
     if args.plot and ok:
-        plot(rows, args.plot)
+        plot(rows, args.plot, batch=args.plot_batch)
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed and not ok:
         raise ModelError(failed[0]["error"])

@@ -22,7 +22,7 @@ KEY_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
              "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",
              "neon", "asimd", "asimddp", "fphp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
 # Distribution names, not import names: looked up with importlib.metadata (no import).
-PACKAGES = ("numpy", "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tensorflow", "tensorflow-cpu",
+PACKAGES = ("numpy", "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "openvino", "tensorflow", "tensorflow-cpu",
             "keras", "opencv-python", "opencv-python-headless", "edgecv")
 
 
@@ -114,11 +114,13 @@ def fingerprint(threads: int | None = None) -> dict[str, Any]:
 
 
 def summary_line(env: dict[str, Any]) -> str:
-    """One line for tables: CPU, cores, load and the two runtimes' versions."""
+    """One line for tables: CPU, cores, load and the runtimes' versions."""
     v = env.get("versions", {})
     flags = ",".join(env.get("cpu_flags") or []) or "-"
     ort = v.get("onnxruntime") or v.get("onnxruntime-gpu") or "-"
     load = env.get("loadavg_1_5_15") or ["?"]
-    return (f"{env.get('cpu_model')} ({env.get('usable_cpus')} usable CPUs; flags {flags}); "
+    return (f"{env.get('cpu_model')} ({env.get('usable_cpus')} usable CPUs, {env.get('physical_cores')} physical "
+            f"cores; flags {flags}); "
             f"load {load[0]} at start; python {v.get('python')}, numpy {v.get('numpy', '-')}, "
-            f"onnxruntime {ort}, ai-edge-litert {v.get('ai-edge-litert', '-')}")
+            f"onnxruntime {ort}, ai-edge-litert {v.get('ai-edge-litert', '-')}"
+            + (f", openvino {v['openvino']}" if v.get("openvino") else ""))

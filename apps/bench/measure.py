@@ -5,13 +5,15 @@ In this order: import the runtime library (baseline RSS), resolve the model and 
 (load time), first inference (lazy allocation included), a fixed number of warm-up runs, then rounds of
   - the timed loop: `backend.run(x)` for a fixed share of the duration, and
   - the bare loop: as many calls straight into the engine (LiteRT `set_tensor` / `invoke` /
-    `get_tensor` on a raw interpreter sized to the batch, or ONNX Runtime `session.run` on the
-    backend's own session) with inputs prepared (and quantized) beforehand,
+    `get_tensor` on a raw interpreter sized to the batch, ONNX Runtime `session.run` on the
+    backend's own session, or an infer request of OpenVINO's compiled model) with inputs prepared
+    (and quantized) beforehand,
 both timed per call with one `time.perf_counter_ns` read. Alternating them in short rounds means a
 busy neighbour slows both alike; their medians give what edgecv's `run` adds to the engine
 (overhead_pct), and timing a call that does nothing gives what the timing itself costs
 (harness_ns). Peak RSS is read after the first timed round, before the bare engine and the
-accuracy data exist; accuracy (outputs read by edgecv.decode) runs last.
+accuracy data exist; accuracy (outputs read by edgecv.decode) runs last. Each row states the
+inference threads the engine ran with, read back from the engine (`engine_threads`).
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ class Scoring:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One configuration to measure. threads None leaves the library's default."""
+    """One configuration to measure. threads None leaves the library's default (what it is, the
+    row says: engine_threads)."""
 
     path: str
     backend: str
@@ -161,10 +164,52 @@ def bare_call(backend: Any, x: np.ndarray, threads: int | None) -> tuple[Callabl
             invoke()
             return get_tensor(oidx)
         return call, it
+    if name == "openvino":
+        # A second infer request on the backend's compiled model: the same kernels and thread
+        # pool, without edgecv's checks, cast, lock and output copy.
+        req = backend.compiled.create_infer_request()
+        cast = backend._cast
+        feed = {0: x if cast is None else np.clip(np.round(x), 0, 255).astype(cast)}
+        infer = req.infer
+        return (lambda: infer(feed)), req
     if name == "keras":
         model = backend.model
         return (lambda: model(x, training=False)), None
     raise BackendError(f"no bare loop for backend {name!r}")
+
+
+def physical_cores() -> int:
+    """Physical cores of the machine (not of this process's affinity mask): what ONNX Runtime's
+    default intra-op pool is sized to (tests/test_benchmark.py checks it against the threads the
+    session starts)."""
+    from .env import _cpuinfo
+
+    return _cpuinfo().get("physical_cores") or os.cpu_count() or 1
+
+
+def engine_threads(backend: Any) -> tuple[int, str]:
+    """(inference threads the open backend runs with, where that number comes from), read back
+    from the engine rather than echoed from the request."""
+    name = backend.name
+    if name == "onnxruntime":
+        n = int(backend.session.get_session_options().intra_op_num_threads)
+        if n > 0:
+            return n, "onnxruntime intra_op_num_threads"
+        return physical_cores(), "onnxruntime default: one per physical core"
+    if name == "litert":
+        # LiteRT's interpreter runs one thread unless told otherwise (num_threads None or -1).
+        n = backend.threads
+        return (int(n), "litert num_threads") if n and n > 0 else (1, "litert default: one thread")
+    if name == "openvino":
+        return int(backend.compiled.get_property("INFERENCE_NUM_THREADS")), "openvino INFERENCE_NUM_THREADS"
+    import tensorflow as tf
+
+    n = int(tf.config.threading.get_intra_op_parallelism_threads())
+    if n > 0:
+        return n, "tensorflow intra_op_parallelism_threads"
+    from edgecv.runtime.machine import usable_cpus
+
+    return usable_cpus(), "tensorflow default: every usable CPU"
 
 
 # -- accuracy -------------------------------------------------------------------------------------
@@ -226,6 +271,11 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
             import ai_edge_litert.interpreter  # noqa: F401
         except ImportError:
             pass
+    elif cfg.backend == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            pass  # open_backend says which extra to install
     baseline = peak_rss_mb()
 
     t0 = time.perf_counter_ns()
@@ -233,6 +283,7 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
     backend = open_backend(ref.path, ref.spec, backend=cfg.backend, device=cfg.device, threads=cfg.threads)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     try:
+        threads, threads_source = engine_threads(backend)
         x = _inputs(cfg, tuple(ref.spec.input_shape))
         t0 = time.perf_counter_ns()
         first = backend.run(x)
@@ -283,6 +334,7 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
             "rounds": rounds,
             "peak_rss_mb": peak, "baseline_rss_mb": baseline,
             "input_dtype": backend.input_spec.dtype,
+            "threads": threads, "threads_source": threads_source,
             "provider": _provider(backend), "device_used": getattr(backend, "device", "cpu"),
         }
         if cfg.scoring is not None:
@@ -298,4 +350,6 @@ def _provider(backend: Any) -> str:
         return ",".join(backend.providers)
     if backend.name == "litert":
         return "LiteRT CPU"
+    if backend.name == "openvino":
+        return "OpenVINO " + ",".join(backend.compiled.get_property("EXECUTION_DEVICES"))
     return "Keras " + os.environ.get("KERAS_BACKEND", "tensorflow")

@@ -6,6 +6,7 @@ its drop against the source model's accuracy from the ModelSpec metrics.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
 import sys
@@ -19,7 +20,9 @@ from .harness import ChildError, run_child
 from .measure import BenchConfig, Scoring
 from .report import OVERHEAD_LIMIT_PCT, Progress
 
-SUFFIX_BACKENDS = {".tflite": ("litert",), ".onnx": ("onnxruntime",), ".keras": ("keras",)}
+SUFFIX_BACKENDS = {".tflite": ("litert",), ".onnx": ("onnxruntime", "openvino"), ".keras": ("keras",)}
+# Backends that come with an optional extra: (import name, extra).
+EXTRAS = {"openvino": ("openvino", "openvino")}
 ARTEFACT_SUFFIXES = (".tflite", ".onnx")   # what a folder is scanned for
 ORT_PROVIDER = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
@@ -140,6 +143,30 @@ def captcha_accuracy(path: str, backend: str, data: str, split: str, limit: int 
 
 # -- measuring ------------------------------------------------------------------------------------
 
+def missing_extra(backend: str) -> str | None:
+    """Why `backend` cannot run here (its optional extra is not importable), or None."""
+    if backend not in EXTRAS:
+        return None
+    module, extra = EXTRAS[backend]
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        return f"the {backend} backend needs the [{extra}] extra ({e.name or module} is not installed): " \
+               f"pip install 'edgecv[{extra}]'"
+    return None
+
+
+def default_threads(backend: str, threads: int | None) -> int | None:
+    """Threads to ask the backend for: the user's --threads, else one per usable CPU for LiteRT
+    (whose interpreter otherwise runs one thread on any machine); ONNX Runtime and OpenVINO size
+    their own pools (one per physical core), and each row reads back what they chose."""
+    if threads is None and backend == "litert":
+        from edgecv.runtime.machine import usable_cpus
+
+        return usable_cpus()
+    return threads
+
+
 def _preflight(plan: list[tuple[ModelRef, str, str]]) -> list[str]:
     """Warnings for devices that cannot be honoured, said before the long run starts."""
     warnings = []
@@ -151,7 +178,7 @@ def _preflight(plan: list[tuple[ModelRef, str, str]]) -> list[str]:
             if ORT_PROVIDER[d] not in available:
                 warnings.append(f"--device {d} requested but this onnxruntime has no {ORT_PROVIDER[d]} (available: "
                                 f"{', '.join(available)}); those rows run on the fallback and are marked {d}->cpu")
-    for b in ("litert", "keras"):
+    for b in ("litert", "openvino", "keras"):
         odd = sorted({d for _, bb, d in plan if bb == b and d != "cpu"})
         if odd:
             warnings.append(f"--device {','.join(odd)} requested but the {b} backend runs on the CPU only; "
@@ -166,15 +193,23 @@ def run_benchmark(refs: Sequence[ModelRef], backends: list[str] | None, devices:
     from .env import fingerprint
 
     plan: list[tuple[ModelRef, str, str]] = []
+    unavailable = {b: why for b in {b for fits in SUFFIX_BACKENDS.values() for b in fits}
+                   if (why := missing_extra(b)) and (backends is None or b in backends)
+                   and any(b in SUFFIX_BACKENDS[r.path.suffix] for r in refs)}
     for ref in refs:
         fits = SUFFIX_BACKENDS[ref.path.suffix]
         chosen = [b for b in (backends or fits) if b in fits]
         if not chosen:
             print(f"warning: {ref.path.name}: skipped; --backend {','.join(backends or [])} cannot run "
                   f"{ref.path.suffix} files (that takes {', '.join(fits)})", file=sys.stderr)
-        plan += [(ref, b, d) for b in chosen for d in devices]
+        plan += [(ref, b, d) for b in chosen if b not in unavailable for d in devices]
+    for b, why in sorted(unavailable.items()):
+        # Asked for by name: a warning; one of the defaults for .onnx files: a note.
+        print(f"{'warning' if backends else 'note'}: {b} rows skipped; {why}", file=sys.stderr)
     if not plan:
-        raise ConfigError(f"nothing to measure: --backend {','.join(backends or [])} runs none of the given files")
+        why = "; ".join(unavailable.values())
+        raise ConfigError(f"nothing to measure: --backend {','.join(backends or [])} runs none of the given files"
+                          + (f" ({why})" if why else ""))
     for w in _preflight(plan):
         print(f"warning: {w}", file=sys.stderr)
 
@@ -202,8 +237,8 @@ def run_benchmark(refs: Sequence[ModelRef], backends: list[str] | None, devices:
         group = []
         for batch in batches:
             # Accuracy once per artefact x backend x device, in the largest batch's process.
-            cfg = BenchConfig(str(ref.path), backend, device, batch, threads, duration, warmup,
-                              scoring=scoring if batch == batches[-1] else None,
+            cfg = BenchConfig(str(ref.path), backend, device, batch, default_threads(backend, threads), duration,
+                              warmup, scoring=scoring if batch == batches[-1] else None,
                               inputs_path=scoring.x_path if scoring else None)
             label = f"{ref.path.name} {backend}/{device} b{batch}"
             progress.start(label)
@@ -211,8 +246,8 @@ def run_benchmark(refs: Sequence[ModelRef], backends: list[str] | None, devices:
                 "artefact": ref.path.name, "path": str(ref.path), "model": ref.spec.name, "task": ref.spec.task,
                 "format": ref.path.suffix.lstrip("."), "quant": ref.spec.quantization,
                 "size_bytes": ref.path.stat().st_size, "backend": backend, "device": device, "batch": batch,
-                "threads": threads, "warmup": warmup, "duration_s": duration, "accuracy_data": acc_label,
-                "source_accuracy": src_acc}
+                "threads": cfg.threads, "threads_requested": threads, "warmup": warmup, "duration_s": duration,
+                "accuracy_data": acc_label, "source_accuracy": src_acc}
             try:
                 row.update(run_child("measure", {"config": cfg.to_dict()}, label=f"{ref.path} ({backend}, batch "
                                      f"{batch})", timeout=180 + 4 * duration + 2 * warmup))

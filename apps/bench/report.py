@@ -28,12 +28,15 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("format", "tflite, onnx or keras (from the suffix)"),
     ("quant", "fp32, fp16, dynamic or int8 (from the ModelSpec)"),
     ("size_bytes", "file size in bytes"),
-    ("backend", "litert, onnxruntime or keras"),
+    ("backend", "litert, onnxruntime, openvino or keras"),
     ("device", "device requested: cpu, cuda or tensorrt"),
     ("device_used", "device the backend actually ran on; differs from device after a fallback"),
-    ("provider", "execution provider(s) actually used (ONNX Runtime's list, or LiteRT CPU)"),
+    ("provider", "execution provider(s) actually used (ONNX Runtime's list, LiteRT CPU, OpenVINO CPU)"),
     ("batch", "images per call"),
-    ("threads", "threads requested (null: the library's default)"),
+    ("threads", "inference threads the engine ran with, read back from it (see threads_source)"),
+    ("threads_source", "where threads comes from: the setting read back (ORT intra_op_num_threads, LiteRT "
+                       "num_threads, OpenVINO INFERENCE_NUM_THREADS) or the library's documented default"),
+    ("threads_requested", "--threads as given (null: not given; LiteRT then gets one thread per usable CPU)"),
     ("input_dtype", "the model's input tensor type (int8 inputs are quantized inside backend.run)"),
     ("status", "ok or error"),
     ("error", "why the configuration could not be measured (null when ok)"),
@@ -55,7 +58,7 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("per_image_ms_p99", "latency_ms_p99 / batch"),
     ("throughput_ips", "images per second: batch x iters / timed_s"),
     ("bare_ms_p50", "median time of one call of the bare engine loop (LiteRT set_tensor/invoke/get_tensor, "
-                    "ONNX Runtime session.run), inputs prepared beforehand, ms"),
+                    "ONNX Runtime session.run, an OpenVINO infer request), inputs prepared beforehand, ms"),
     ("overhead_pct", "latency_ms_p50 vs bare_ms_p50, %: what edgecv's backend.run and the harness add to the engine"),
     ("overhead_ok", f"overhead_pct <= {OVERHEAD_LIMIT_PCT:g}"),
     ("harness_ns", "the timing harness's own cost per call (timing a call that does nothing), ns"),
@@ -123,6 +126,7 @@ COLUMNS: tuple[tuple[str, Any], ...] = (
     ("artefact", lambda r: r["artefact"]),
     ("backend/device", _where),
     ("batch", lambda r: str(r["batch"])),
+    ("thr", lambda r: fmt(r.get("threads"))),
     ("MB", lambda r: fmt(r["size_bytes"] / 1e6 if r.get("size_bytes") is not None else None, ".2f")),
     ("load ms", lambda r: fmt(r.get("load_ms"), ".1f")),
     ("1st ms", lambda r: fmt(r.get("first_ms"), ".2f")),
@@ -236,43 +240,105 @@ def check_plot_available() -> None:
         raise ConfigError("--plot needs matplotlib: pip install 'edgecv[train]' (or pip install matplotlib)") from None
 
 
-def plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Per-image latency (p50) against batch, one line per artefact and backend; throughput bars
-    at each configuration's best batch."""
+def _mb(row: Mapping[str, Any]) -> float:
+    return row["size_bytes"] / 1e6
+
+
+def tradeoff_points(rows: Sequence[Mapping[str, Any]], batch: int | None = None) -> dict[str, Any]:
+    """What the accuracy-vs-latency panel shows: one point per artefact x backend x device at
+    `batch` (default: the largest batch measured ok), with its per-image latency (p50), accuracy,
+    file size and threads; rows without accuracy are listed as `unscored`."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if batch is None:
+        batch = max((r["batch"] for r in ok), default=None)
+    points, unscored = [], []
+    for r in ok:
+        if r["batch"] != batch:
+            continue
+        label = f"{r['artefact']} {_where(r)}, {_mb(r):.1f} MB, {fmt(r.get('threads'))} thr"
+        if r.get("accuracy") is None:
+            unscored.append(label)
+            continue
+        points.append({"label": label, "artefact": r["artefact"], "backend": r["backend"],
+                       "device": r.get("device_used") or r["device"], "threads": r.get("threads"),
+                       "mb": round(_mb(r), 3), "per_image_ms": r["per_image_ms_p50"],
+                       "accuracy_pct": 100 * r["accuracy"], "accuracy_data": r.get("accuracy_data")})
+    return {"batch": batch, "points": points, "unscored": unscored}
+
+
+def plot(rows: Sequence[Mapping[str, Any]], path: str | Path, batch: int | None = None) -> dict[str, Any]:
+    """The trade-off the benchmark exists to show, written atomically to path (.png, .svg, .pdf):
+    accuracy against per-image latency, one point per artefact and backend at one batch size, its
+    marker area proportional to the file size and its label giving size and threads; below it,
+    per-image latency against batch and throughput at each configuration's best batch. Returns
+    the accuracy-vs-latency data as plotted (tradeoff_points)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    data = tradeoff_points(rows, batch)
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in rows:
         if r.get("status") == "ok":
-            series.setdefault(f"{r['artefact']} ({_where(r)})", []).append(
+            series.setdefault(f"{r['artefact']} ({_where(r)}, {fmt(r.get('threads'))} thr)", []).append(
                 (r["batch"], r["per_image_ms_p50"], r["throughput_ips"]))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.32 * len(series) + 2)))
-    for key, pts in series.items():
-        pts.sort()
-        ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key)
-    ax1.set_xscale("log", base=2)
-    ax1.set_yscale("log")
-    ax1.set(xlabel="batch", ylabel="ms per image (p50)", title="latency vs batch")
-    ax1.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=7)
-    names = list(series)
-    best = [max(series[k], key=lambda p: p[2]) for k in names]
-    ax2.barh(range(len(names)), [b[2] for b in best], color="tab:blue")
-    ax2.set_yticks(range(len(names)))
-    ax2.set_yticklabels([f"{k} b{b[0]}" for k, b in zip(names, best)], fontsize=7)
-    ax2.invert_yaxis()
-    ax2.set(xlabel="images/s (best batch)", title="throughput")
-    ax2.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    # Text stays text in an SVG (searchable, and the labels can be checked against the rows).
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig = plt.figure(figsize=(13, 6 + max(4.5, 0.32 * len(series) + 2)))
+        grid = fig.add_gridspec(2, 2, height_ratios=[1.3, 1])
+        ax0 = fig.add_subplot(grid[0, :])
+        pts = data["points"]
+        for k, p in enumerate(pts):
+            ax0.scatter(p["per_image_ms"], p["accuracy_pct"], s=40 + 60 * p["mb"], alpha=0.6, color=f"C{k % 10}",
+                        edgecolors="black", linewidths=0.5)
+            ax0.annotate(p["label"], (p["per_image_ms"], p["accuracy_pct"]), xytext=(6, 4 + 9 * (k % 3)),
+                         textcoords="offset points", fontsize=8)
+        if pts:
+            xs = [p["per_image_ms"] for p in pts]
+            if max(xs) > 10 * min(xs):
+                ax0.set_xscale("log")
+            else:  # from zero: the eye reads the ratio of two latencies off the axis
+                ax0.set_xlim(0, max(xs) * 1.35)
+            ys = [p["accuracy_pct"] for p in pts]
+            pad = max(0.25, 0.15 * (max(ys) - min(ys)))
+            ax0.set_ylim(min(ys) - pad, max(ys) + 2 * pad)
+        else:
+            ax0.text(0.5, 0.5, "no accuracy scored (--data none, or no data set in the ModelSpecs)",
+                     ha="center", va="center", transform=ax0.transAxes)
+        scored = pts[0]["accuracy_data"] if pts else None
+        ax0.set(xlabel=f"ms per image (p50) at batch {data['batch']}",
+                ylabel=f"accuracy % ({scored})" if scored else "accuracy %",
+                title=f"accuracy vs latency at batch {data['batch']} (marker area ~ file size)")
+        ax0.grid(True, which="both", alpha=0.3)
+
+        ax1, ax2 = fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
+        for key, s in series.items():
+            s.sort()
+            ax1.plot([p[0] for p in s], [p[1] for p in s], marker="o", label=key)
+        ax1.set_xscale("log", base=2)
+        ax1.set_yscale("log")
+        ax1.set(xlabel="batch", ylabel="ms per image (p50)", title="latency vs batch")
+        ax1.grid(True, which="both", alpha=0.3)
+        ax1.legend(fontsize=7)
+        names = list(series)
+        best = [max(series[k], key=lambda p: p[2]) for k in names]
+        ax2.barh(range(len(names)), [b[2] for b in best], color="tab:blue")
+        ax2.set_yticks(range(len(names)))
+        ax2.set_yticklabels([f"{k} b{b[0]}" for k, b in zip(names, best)], fontsize=7)
+        ax2.invert_yaxis()
+        ax2.set(xlabel="images/s (best batch)", title="throughput")
+        ax2.grid(True, axis="x", alpha=0.3)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        try:
+            fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".").lower())
+            tmp.replace(path)
+        finally:
+            plt.close(fig)
+            tmp.unlink(missing_ok=True)
+    return data
 
 
 def write_text(path: str | Path, text: str) -> Path:
