@@ -6,6 +6,11 @@
   3. edgecv's pipeline (runtime.Pipeline) in a few configurations,
 plus batched vs unbatched classifier throughput on face crops, and each mode's peak RSS.
 
+Each pipeline mode is also compared with the physical limit of this machine for its work: a short
+single-threaded pass (its own process) measures what one frame's decode and one frame's detection
+cost a core (CPU time of the measuring thread, FFmpeg and OpenCV held to one thread), and
+limit = usable CPUs / (decode + detect / detect_every) frames/s; the row reports fps / limit.
+
 Models and detectors are loaded before the clock starts in every mode. Keras is imported only by
 the Keras loop's own process; every other mode is TensorFlow-free, and its peak RSS shows it.
 """
@@ -25,6 +30,7 @@ import numpy as np
 from edgecv import decode
 from edgecv.errors import ConfigError
 from edgecv.resolve import resolve
+from edgecv.runtime.machine import usable_cpus
 from edgecv.spec import ModelSpec
 
 from .harness import run_child
@@ -46,6 +52,18 @@ PIPELINES: dict[str, dict[str, Any]] = {
                                          "machine_defaults": True},
 }
 DECODE, LITERT_LOOP, KERAS_LOOP = "decode only", "book loop, LiteRT per face", "book loop, Keras predict per face"
+# Frames timed by the limit pass (after LIMIT_WARMUP untimed ones): enough for a steady mean,
+# short enough to cost a second or two.
+LIMIT_FRAMES, LIMIT_WARMUP = 100, 3
+
+
+def detector_key(setup: Mapping[str, Any]) -> str | None:
+    """'yunet@320' for a pipeline setup's detector and width (None: no detector)."""
+    name = setup.get("detector", "none")
+    if name == "none":
+        return None
+    width = setup.get("detector_options", {}).get("width")
+    return f"{name}@{width}" if width else name
 
 
 def _frames(video: str, max_frames: int | None) -> Iterator[np.ndarray]:
@@ -135,9 +153,8 @@ def run_pipeline(video: str, model: str, setup: Mapping[str, Any], max_frames: i
     from edgecv.runtime.backends import open_backend
     from edgecv.runtime.build import build_sources
     from edgecv.runtime.detect import make_detector
+    from edgecv.runtime.machine import choose_defaults
     from edgecv.runtime.pipeline import Pipeline, PipelineOptions
-
-    from edgecv.runtime.machine import choose_defaults, usable_cpus
 
     ref = resolve(model)
     name, det_options = setup.get("detector", "none"), setup.get("detector_options", {})
@@ -197,11 +214,69 @@ def crop_throughput(video: str, model: str, n_crops: int = 256, batch: int = 32,
             "batched_ips": round(len(x) / (t2 - t1), 1), "speedup": round((t1 - t0) / (t2 - t1), 2)}
 
 
+def frame_costs(video: str, detectors: Mapping[str, Mapping[str, Any]], frames: int = LIMIT_FRAMES,
+                warmup: int = LIMIT_WARMUP) -> dict[str, Any]:
+    """What one frame costs one core: decode (FFmpeg held to one thread) and each detector (OpenCV
+    held to one thread) on the same frames, as the mean CPU time of this thread per frame (a busy
+    neighbour stretches wall time, not this), with the wall-clock means beside them.
+    detectors: key -> {"detector": name, "detector_options": {...}}."""
+    import cv2
+
+    from edgecv.runtime.detect import make_detector
+
+    cv2.setNumThreads(1)
+    built = {k: make_detector(d["detector"], **d.get("detector_options", {})) for k, d in detectors.items()}
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    if not cap.isOpened():
+        raise ConfigError(f"{video}: cannot be opened for the limit pass")
+    cpu, wall = time.thread_time_ns, time.perf_counter_ns
+    dec_cpu = dec_wall = 0
+    det_cpu, det_wall = dict.fromkeys(built, 0), dict.fromkeys(built, 0)
+    n = 0
+    try:
+        for i in range(warmup + frames):
+            c0, w0 = cpu(), wall()
+            ok, frame = cap.read()
+            c1, w1 = cpu(), wall()
+            if not ok:
+                break
+            timed = i >= warmup
+            if timed:
+                dec_cpu, dec_wall, n = dec_cpu + c1 - c0, dec_wall + w1 - w0, n + 1
+            for k, det in built.items():
+                c0, w0 = cpu(), wall()
+                det.detect(frame)
+                c1, w1 = cpu(), wall()
+                if timed:
+                    det_cpu[k] += c1 - c0
+                    det_wall[k] += w1 - w0
+    finally:
+        cap.release()
+    if n == 0:
+        raise ConfigError(f"{video}: fewer than {warmup + 1} frames; too short for the limit pass")
+    return {"frames": n, "decode_ms": round(dec_cpu / n / 1e6, 4), "decode_wall_ms": round(dec_wall / n / 1e6, 4),
+            "detect_ms": {k: round(v / n / 1e6, 4) for k, v in det_cpu.items()},
+            "detect_wall_ms": {k: round(v / n / 1e6, 4) for k, v in det_wall.items()}}
+
+
+def limit_fps(costs: Mapping[str, Any], setup: Mapping[str, Any], cores: int) -> float:
+    """Frames/s this machine could reach for a pipeline setup if every core did nothing but decode
+    and detect: cores / (decode + detect / detect_every) per frame. Classification, resizing and
+    Python per-frame work are left out: the limit is the floor of what a frame must cost."""
+    key = detector_key(setup)
+    every = int(setup.get("options", {}).get("detect_every", 1))
+    per_frame = costs["decode_ms"] + (costs["detect_ms"][key] / every if key else 0.0)
+    return cores * 1000.0 / per_frame
+
+
 def run_mode(mode: str, video: str, model: str, setup: Mapping[str, Any] | None = None,
              max_frames: int | None = None) -> dict[str, Any]:
-    """One measurement by name (a harness job): decode | book-litert | book-keras | pipeline | crops."""
+    """One measurement by name (a harness job): decode | book-litert | book-keras | pipeline | crops |
+    costs (setup: {"detectors": {key: detector setup}})."""
     if mode == "decode":
         return decode_only(video, max_frames)
+    if mode == "costs":
+        return frame_costs(video, (setup or {})["detectors"], min(max_frames or LIMIT_FRAMES, LIMIT_FRAMES))
     if mode in ("book-litert", "book-keras"):
         ref = resolve(model)
         classify = (litert_per_face if mode == "book-litert" else keras_per_face)(ref.path)
@@ -252,9 +327,15 @@ def bench_pipeline(video: str | os.PathLike, model: str | os.PathLike, keras_mod
         if keras_model:
             modes[KERAS_LOOP] = run("book-keras", str(keras_model),
                                     frames=keras_max_frames if keras_max_frames is not None else max_frames)
-        for name, setup in (pipelines or PIPELINES).items():
+        setups = dict(pipelines or PIPELINES)
+        for name, setup in setups.items():
             modes[name] = run("pipeline", model, setup)
         crops = [run("crops", str(path), frames=None) for path in (model, onnx_model) if path]
+        detectors = {detector_key(st): {"detector": st["detector"], "detector_options": st.get("detector_options", {})}
+                     for st in setups.values() if detector_key(st)}
+        costs = run("costs", model, {"detectors": detectors})
+    cores = usable_cpus()
+    limit = {"cores": cores, **{k: v for k, v in costs.items() if k != "peak_rss_mb"}}
     ratios = {}
     for name, m in modes.items():
         if name.startswith("pipeline"):
@@ -262,8 +343,11 @@ def bench_pipeline(video: str | os.PathLike, model: str | os.PathLike, keras_mod
                             "vs LiteRT loop": round(m["fps"] / modes[LITERT_LOOP]["fps"], 2)}
             if KERAS_LOOP in modes:
                 ratios[name]["vs Keras loop"] = round(m["fps"] / modes[KERAS_LOOP]["fps"], 2)
+            m["limit_fps"] = round(limit_fps(costs, setups[name], cores), 2)
+            m["fraction_of_limit"] = round(m["fps"] / m["limit_fps"], 4)
     return {"video": Path(video).name + (f" x{loop}" if loop > 1 else ""), "model": Path(model).name,
-            "cpu_count": os.cpu_count(), "modes": modes, "ratios": ratios, "crops": crops}
+            "cpu_count": os.cpu_count(), "usable_cpus": cores, "limit": limit, "modes": modes, "ratios": ratios,
+            "crops": crops}
 
 
 def pipeline_table(result: Mapping[str, Any]) -> str:
@@ -272,11 +356,18 @@ def pipeline_table(result: Mapping[str, Any]) -> str:
     for name, m in result["modes"].items():
         r = result["ratios"].get(name, {})
         faces = "-" if m["faces"] is None else f"{m['faces']} ({m['faces_per_frame']:.3f})"
-        body.append([name, str(m["frames"]), f"{m['fps']:.1f}", faces, str(r.get("vs decode", "")),
+        limit = "-" if m.get("limit_fps") is None else f"{m['limit_fps']:.1f}"
+        frac = "-" if m.get("fraction_of_limit") is None else f"{m['fraction_of_limit']:.2f}"
+        body.append([name, str(m["frames"]), f"{m['fps']:.1f}", limit, frac, faces, str(r.get("vs decode", "")),
                      str(r.get("vs LiteRT loop", "")), str(r.get("vs Keras loop", "")), str(m.get("peak_rss_mb", ""))])
-    head = ["mode", "frames", "fps", "faces (per frame)", "x decode", "x LiteRT loop", "x Keras loop", "peak RSS MB"]
-    lines = [f"{result['video']} ({result['model']}, {result['cpu_count']} CPUs)", "",
-             render_table(head, body, markdown=True), ""]
+    head = ["mode", "frames", "fps", "limit fps", "x limit", "faces (per frame)", "x decode", "x LiteRT loop",
+            "x Keras loop", "peak RSS MB"]
+    lim = result["limit"]
+    per = ", ".join(f"{k} {v:.3f} ms" for k, v in lim["detect_ms"].items())
+    lines = [f"{result['video']} ({result['model']}, {result['cpu_count']} CPUs, {result['usable_cpus']} usable)", "",
+             render_table(head, body, markdown=True), "",
+             f"limit = {lim['cores']} usable CPUs / (decode + detect / detect_every) per frame, each on one thread "
+             f"(CPU time, mean of {lim['frames']} frames): decode {lim['decode_ms']:.3f} ms; {per}"]
     lines += [f"classifier on {c['crops']} crops ({c['backend']}): {c['unbatched_ips']:.0f} img/s one by one, "
               f"{c['batched_ips']:.0f} img/s at batch {c['batch']} ({c['speedup']}x)" for c in result["crops"]]
     return "\n".join(lines)
