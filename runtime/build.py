@@ -29,16 +29,21 @@ def detector_factory(name: str | None, **options: Any) -> DetectorFactory | None
 
 
 def build_sources(texts: Sequence[str], *, policy: str | None = None, max_fps: float | None = None,
-                  source_options: Sequence[dict[str, Any]] | None = None, queue_size: int = 4) -> list[Source]:
+                  source_options: Sequence[dict[str, Any]] | None = None, queue_size: int = 4,
+                  decode: str = "cpu") -> list[Source]:
     """Sources s0, s1, ... for source strings (runtime.sources); source_options holds one dict per
-    source whose `policy` / `max_fps` override the shared ones for it."""
+    source whose `policy` / `max_fps` override the shared ones for it. decode: cpu | nvdec | auto for
+    video files (runtime.nvdec: nvdec where it cannot run decodes on the CPU, with one warning)."""
     if not texts:
         raise ConfigError("at least one source is needed")
     per = list(source_options) if source_options is not None else [{}] * len(texts)
     if len(per) != len(texts):
         raise ConfigError("source_options needs one entry per source")
-    return [parse_source(t, f"s{i}", o.get("policy", policy), queue_size, max_fps=o.get("max_fps", max_fps))
-            for i, (t, o) in enumerate(zip(texts, per))]
+    from .nvdec import resolve_decode
+
+    decode = resolve_decode(decode)
+    return [parse_source(t, f"s{i}", o.get("policy", policy), queue_size, max_fps=o.get("max_fps", max_fps),
+                         decode=decode) for i, (t, o) in enumerate(zip(texts, per))]
 
 
 def open_pipeline(ref: ModelRef, sources: Sequence[str], *, detector: str | None = "none",
@@ -46,12 +51,12 @@ def open_pipeline(ref: ModelRef, sources: Sequence[str], *, detector: str | None
                   device: str = "cpu", threads: int | None = None, cuda_graph: bool = False,
                   policy: str | None = None, max_fps: float | None = None,
                   source_options: Sequence[dict[str, Any]] | None = None, queue_size: int = 4,
-                  sinks: Sequence[Sink] = (), options: PipelineOptions | None = None) -> Pipeline:
+                  decode: str = "cpu", sinks: Sequence[Sink] = (), options: PipelineOptions | None = None) -> Pipeline:
     """A pipeline for a resolved model on source strings, owning its backend (closed at the end).
     Everything is checked before the model is opened, so a bad option costs no model load."""
     factory = detector_factory(detector, **(detector_options or {}))
     srcs = build_sources(sources, policy=policy, max_fps=max_fps, source_options=source_options,
-                         queue_size=queue_size)
+                         queue_size=queue_size, decode=decode)
     options = options or PipelineOptions()
     b = open_backend(ref.path, ref.spec, backend=backend, device=device, threads=threads, cuda_graph=cuda_graph)
     try:

@@ -71,6 +71,10 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--batch", type=int, default=32, metavar="N", help="largest inference batch (default 32)")
     p.add_argument("--max-delay-ms", type=finite_float(0, 60_000), default=5.0, metavar="MS",
                    help="longest a crop waits for its batch to fill (default 5)")
+    p.add_argument("--decode", choices=("cpu", "nvdec", "auto"), default="cpu",
+                   help="video files decoded by OpenCV/FFmpeg on the CPU, or by NVDEC on an NVIDIA GPU "
+                        "(PyNvVideoCodec, edgecv[gpu]); nvdec where it cannot run decodes on the CPU with a "
+                        "warning; auto: nvdec where it runs (default cpu)")
     p.add_argument("--policy", choices=POLICIES,
                    help="latest drops stale frames, every loses none (default: latest for live, every for files)")
     p.add_argument("--max-fps", type=finite_float(0, above=True), metavar="N",
@@ -196,6 +200,8 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
         det_opts["width"] = args.detect_width
     if getattr(args, "ray", False) and getattr(args, "detect_batch", None) is not None:
         raise ConfigError("--detect-batch is not available with --ray (each actor detects one frame a call)")
+    if getattr(args, "ray", False) and getattr(args, "decode", "cpu") != "cpu":
+        raise ConfigError("--decode nvdec/auto is not available with --ray (actors decode on the CPU)")
     if getattr(args, "ray", False):  # the sources sharded over Ray actors (runtime.fleet)
         from .fleet import run_fleet
 
@@ -236,7 +242,7 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     try:
         pipeline = open_pipeline(ref, sources, detector=detector, detector_options=det_opts, backend=args.backend,
                                  device=args.device, threads=chosen.threads, cuda_graph=args.cuda_graph,
-                                 policy=args.policy, max_fps=args.max_fps,
+                                 policy=args.policy, max_fps=args.max_fps, decode=getattr(args, "decode", "cpu"),
                                  source_options=[opts for _, opts in entries], sinks=sinks, options=options)
     except BaseException:
         for sink in sinks:

@@ -116,6 +116,7 @@ class Reader:
     """open() raises SourceError; read() returns HxWx3 uint8 BGR or None at the end or on a broken stream."""
 
     live = False        # a live stream reconnects when it breaks; a file ends
+    decoder = "cpu"     # where frames are decoded: cpu | nvdec (runtime.nvdec)
     retry_first_open = False
     last_error: str | None = None  # the last thing skipped, shown when nothing at all was read
     fps: float = 0.0
@@ -513,24 +514,39 @@ class Source:
         return {"uri": self.uri, "state": self.state.value, "policy": self.policy.value, "decoded": self.decoded,
                 "dropped": self.dropped, "skipped_max_fps": self.skipped, "reconnects": self.reconnects,
                 "max_gap_s": round(max(self.gaps_s), 3) if self.gaps_s else 0.0,
-                "expected_frames": self.reader.expected_frames, "error": self.error}
+                "expected_frames": self.reader.expected_frames, "decoder": self.reader.decoder, "error": self.error}
 
 
 # --- parsing source strings ------------------------------------------------------------------------
 def parse_source(text: str, source_id: str = "s0", policy: str | None = None, queue_size: int = 4,
-                 max_fps: float | None = None) -> Source:
-    """A Source for one source string (see the module docstring). Raises SourceError / ConfigError."""
+                 max_fps: float | None = None, decode: str = "cpu") -> Source:
+    """A Source for one source string (see the module docstring). decode: "cpu", or "nvdec" for video
+    files decoded on the GPU (runtime.nvdec.resolve_decode says which can run). Raises SourceError /
+    ConfigError."""
     text = str(text).strip()
     if not text:
         raise SourceError("empty source string")
-    reader = make_reader(text)
+    reader = make_reader(text, decode)
     return Source(reader, source_id, policy, queue_size=queue_size, uri=text, max_fps=max_fps)
 
 
 MAX_CAMERA_INDEX = 9999
 
 
-def make_reader(text: str) -> Reader:
+def _video_file(path: str, decode: str) -> Reader:
+    if decode == "nvdec":
+        from .nvdec import NvdecReader
+
+        return NvdecReader(path)
+    return CaptureReader(path, "file")
+
+
+def make_reader(text: str, decode: str = "cpu") -> Reader:
+    """The reader for a source string; decode "nvdec" applies to video files (cameras, streams and
+    images decode on the CPU)."""
+    if decode not in ("cpu", "nvdec"):
+        raise ConfigError(f"decode must be cpu or nvdec here (runtime.nvdec.resolve_decode resolves auto); "
+                          f"got {decode!r}")
     if text.isdigit():
         if int(text) > MAX_CAMERA_INDEX:
             raise SourceError(f"camera index {text} is out of range (0-{MAX_CAMERA_INDEX})")
@@ -554,7 +570,7 @@ def make_reader(text: str) -> Reader:
             path = resource_path("videos", "videos/" + text[len("video:"):])
         except EdgecvError as e:
             raise SourceError(f"source {text!r}: {e}") from None
-        return CaptureReader(str(path), "file")
+        return _video_file(str(path), decode)
     if any(c in text for c in "*?[") and not os.path.lexists(text):
         # A pattern only when no file has that name: "img[1].jpg" that exists is that file.
         paths = sorted(Path(p) for p in globmod.glob(text, recursive=True) if is_image_path(p))
@@ -577,7 +593,7 @@ def make_reader(text: str) -> Reader:
         raise SourceError(f"{path}: permission denied")
     if is_image_path(path):
         return ImageReader([path])
-    return CaptureReader(str(path), "file")
+    return _video_file(str(path), decode)
 
 
 def _synthetic(text: str) -> SyntheticReader:
