@@ -191,6 +191,18 @@ def test_missing_openvino_extra_skips_its_rows_with_a_note(smile_model_files, tm
                        r"nothing to measure.*edgecv\[openvino\]")
 
 
+def test_a_child_reports_its_own_memory_not_its_parents(data_dir):
+    """A measuring process started by a parent holding 300 MB reports what it used itself (ru_maxrss
+    would carry the parent's 300 MB across fork + exec)."""
+    from edgecv.apps.bench.harness import run_child
+
+    held = np.ones(300 << 17)  # 300 MiB of float64, touched
+    r = run_child("pipeline-mode", {"mode": "decode", "video": str(data_dir / "videos" / "smile.mp4"),
+                                    "model": "", "max_frames": 2}, label="decode", timeout=120)
+    assert r["frames"] == 2 and 10 < r["peak_rss_mb"] < 250, r
+    del held
+
+
 def test_unavailable_device_is_warned_and_marked(smile_model_files, tmp_path):
     import onnxruntime as ort
 

@@ -10,8 +10,8 @@ import importlib
 import json
 import sys
 
+from edgecv.apps.bench.harness import own_peak_rss_mb
 from edgecv.errors import EdgecvError
-from edgecv.runtime.metrics import peak_rss_mb
 
 JOBS = {
     "measure": "edgecv.apps.bench.measure:measure",                # benchmark models: one configuration
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgecvError as e:
         print(json.dumps({"error": str(e)}))
         return 3
-    result.setdefault("peak_rss_mb", peak_rss_mb())
+    result.setdefault("peak_rss_mb", own_peak_rss_mb())
     print(json.dumps(result))
     return 0
 

@@ -27,8 +27,9 @@ import numpy as np
 
 from edgecv import decode
 from edgecv.errors import BackendError
-from edgecv.runtime.metrics import peak_rss_mb
 from edgecv.spec import ModelSpec
+
+from .harness import own_peak_rss_mb
 
 # Timed and bare loop alternate in blocks of about this many seconds (at least MIN_ROUNDS blocks
 # each): short enough that a neighbour's burst of work lands on both loops alike.
@@ -276,7 +277,7 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
             import openvino  # noqa: F401
         except ImportError:
             pass  # open_backend says which extra to install
-    baseline = peak_rss_mb()
+    baseline = own_peak_rss_mb()
 
     t0 = time.perf_counter_ns()
     ref = resolve(cfg.path, cfg.backend)
@@ -304,7 +305,7 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
             if peak is None:
                 # Read before the bare engine and the accuracy data exist: this is the peak of
                 # load + first inference + warm-up + steady running, nothing else.
-                peak = peak_rss_mb()
+                peak = own_peak_rss_mb()
                 call, _keep = bare_call(backend, x, cfg.threads)
                 for _ in range(max(cfg.warmup, 1)):
                     call()
