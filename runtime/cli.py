@@ -48,13 +48,13 @@ def add_run_options(p: argparse.ArgumentParser, detector_default: str = "haar") 
     p.add_argument("--sources-file", metavar="F", help="a file listing sources, one per line (# comments); a "
                    "line may end with policy=latest|every and max_fps=N for that stream")
     p.add_argument("--detector", default=detector_default, choices=["haar", "yunet", "yunet-opencv", "yunet-ort", "none"],
-                   help=f"face detector whose boxes are classified; none classifies whole frames; yunet runs "
-                        f"OpenCV's FaceDetectorYN on the CPU and YuNet batched on ONNX Runtime where its CUDA "
-                        f"provider is installed (yunet-opencv / yunet-ort pick one; docs/detection.md) "
+                   help=f"face detector whose boxes are classified; none classifies whole frames. yunet: YuNet on "
+                        f"ONNX Runtime (yunet-ort), one frame a call on the CPU and 32 with the CUDA provider; "
+                        f"yunet-opencv: YuNet through OpenCV's FaceDetectorYN (docs/detection.md) "
                         f"(default {detector_default})")
     p.add_argument("--detect-batch", type=int_at_most(1024, "(frames)"), metavar="N",
-                   help="frames per detector call for yunet / yunet-ort: a worker hands the detector up to N "
-                        "frames already waiting (default: 32 with CUDA, else yunet one at a time and yunet-ort 8)")
+                   help="frames per YuNet call: a detect worker hands it up to N frames already waiting "
+                        "(default: 1 on the CPU, where batching does not pay; 32 with the CUDA provider)")
     p.add_argument("--detect-width", type=int_at_least(DETECT_MIN_WIDTH, "(the detectors' smallest face is 30 px)"),
                    default=None, metavar="PX",
                    help="detect on frames downscaled to this width (default 300 for haar, 320 for yunet)")

@@ -169,8 +169,8 @@ def _yunet_ort(**options: Any) -> Detector:
     return YuNetBatchDetector(**options)
 
 
-# "yunet" is OpenCV's FaceDetectorYN; `edgecv run/smile` may run it as "yunet-ort" where that pays
-# (runtime.machine.choose_detector). "yunet-opencv" and "yunet-ort" name one engine and never change.
+# Here "yunet" is OpenCV's FaceDetectorYN; `edgecv run/smile` pick YuNet's engine for the machine
+# (runtime.machine.choose_detector: "yunet-ort"). "yunet-opencv" and "yunet-ort" name one engine.
 DETECTORS: dict[str, Callable[..., Any]] = {"haar": HaarFaceDetector, "yunet": YuNetFaceDetector,
                                             "yunet-opencv": YuNetFaceDetector, "yunet-ort": _yunet_ort}
 

@@ -5,8 +5,7 @@ container cpusets) and caps that by a cgroup v2 CPU quota (`cpu.max`, what `dock
 so a 2-CPU container on a 64-core host gets 2-CPU defaults. `choose_defaults` turns that and the
 number of streams into detect workers, inference threads and frames in flight; the pipeline summary
 states what was chosen and why, and a user's explicit flag always wins. `choose_detector` picks the
-engine for YuNet: OpenCV's FaceDetectorYN on the CPU, YuNet batched on ONNX Runtime where its CUDA
-provider is installed or batching was asked for.
+engine for YuNet (ONNX Runtime, one frame a call on the CPU, batched where the CUDA provider is).
 """
 from __future__ import annotations
 
@@ -102,17 +101,20 @@ class DetectorChoice:
                 "chosen": list(self.chosen), "why": self.why}
 
 
-BATCHING = ("yunet", "yunet-ort")  # detectors --detect-batch applies to ("yunet" then runs as yunet-ort)
-CPU_DETECT_BATCH = 8   # on the CPU a call of 8 costs about 8 calls of one (docs/detection.md)
+BATCHING = ("yunet", "yunet-ort")  # detectors --detect-batch applies to (both run as yunet-ort)
+CPU_DETECT_BATCH = 1   # on the CPU batching does not pay (docs/detection.md)
 CUDA_DETECT_BATCH = 32
 
 
 def choose_detector(name: str, cpus: int, detect_workers: int, detect_batch: int | None = None,
                     cuda: bool | None = None, onnx: bool | None = None) -> DetectorChoice:
-    """Which engine runs a named detector. "yunet" is OpenCV's FaceDetectorYN (on the CPU one frame a
-    call is the faster road, docs/detection.md) unless batching pays or was asked for: where this
-    onnxruntime has the CUDA provider, or with --detect-batch N > 1, it runs as "yunet-ort" (YuNet
-    on ONNX Runtime, N frames a call). "yunet-opencv" and "yunet-ort" are taken as named.
+    """Which engine runs a named detector, and how many frames a call.
+
+    "yunet" runs as "yunet-ort" (YuNet on ONNX Runtime): on the 2-core AMD EPYC box one frame a call
+    took about half of FaceDetectorYN's time per frame, and batching did not pay on its CPU
+    (docs/detection.md). So on the CPU one frame a call; where this onnxruntime has the CUDA provider,
+    32 (a batch needs the onnx package; without it one frame a call, with a warning). --detect-batch
+    N sets the frames a call. "yunet-opencv" (FaceDetectorYN) and "haar" are taken as named.
     cuda / onnx: whether the CUDA provider / the onnx package are there (None: look)."""
     from edgecv.errors import ConfigError
 
@@ -129,28 +131,23 @@ def choose_detector(name: str, cpus: int, detect_workers: int, detect_batch: int
         import importlib.util
 
         onnx = importlib.util.find_spec("onnx") is not None
-    chosen: list[str] = []
-    if name == "yunet":
-        if detect_batch == 1 or (detect_batch is None and not cuda):
-            return DetectorChoice("yunet", {}, ("name",), "CPU: OpenCV's FaceDetectorYN, one frame a call, "
-                                  "is faster here than YuNet batched on ONNX Runtime")
-        if not onnx:
-            log.warning("YuNet would run batched on ONNX Runtime here but the onnx package is missing "
-                        "(install edgecv[gpu]); using OpenCV's FaceDetectorYN")
-            return DetectorChoice("yunet", {}, ("name",), "the onnx package is missing: FaceDetectorYN")
-        chosen.append("name")
-        why = ("CUDA provider available: YuNet batched on ONNX Runtime" if detect_batch is None
-               else f"--detect-batch {detect_batch}: YuNet batched on ONNX Runtime")
-    else:
-        why = "yunet-ort as asked"
-    options: dict[str, Any] = {}
+    chosen: list[str] = ["name"] if name == "yunet" else []
+    where = "CUDA provider" if cuda else "CPU"
     if detect_batch is None:
         detect_batch = CUDA_DETECT_BATCH if cuda else CPU_DETECT_BATCH
         chosen.append("max_batch")
-    options["max_batch"] = detect_batch
+        if detect_batch > 1 and not onnx:
+            log.warning("YuNet would run %d frames a call on the CUDA provider but the onnx package is missing "
+                        "(install edgecv[gpu]); one frame a call", detect_batch)
+            detect_batch = 1
+        why = (f"{where}: YuNet on ONNX Runtime, {detect_batch} frame(s) a call"
+               + ("" if cuda else " (faster than FaceDetectorYN on the CPU measured, batching is not)"))
+    else:
+        why = f"{where}: YuNet on ONNX Runtime, --detect-batch {detect_batch}"
+    options: dict[str, Any] = {"max_batch": detect_batch}
     if not cuda:
         # Each detect worker's session gets its share of the CPUs: ORT's default (a thread per core
-        # in every session) oversubscribes the cores and ran 2x slower per frame on the 2-core box.
+        # in every session) oversubscribes the cores.
         options["threads"] = max(1, cpus // max(1, detect_workers))
         chosen.append("threads")
-    return DetectorChoice("yunet-ort", options, tuple(chosen), why + (" (CUDA)" if cuda else " (CPU provider)"))
+    return DetectorChoice("yunet-ort", options, tuple(chosen), why)

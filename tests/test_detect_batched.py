@@ -21,7 +21,7 @@ from edgecv.runtime.machine import choose_detector
 from edgecv.runtime.pipeline import PipelineOptions
 from edgecv.runtime.sinks import CallbackSink
 from edgecv.runtime.track import iou
-from edgecv.runtime.yunet_batch import YuNetBatchDetector
+from edgecv.runtime.yunet_batch import YuNetBatchDetector, cuda_available
 from models import smile_model_files  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.timeout(300)
@@ -94,9 +94,7 @@ def test_every_shared_frame_matches_faceDetectorYN(frames):
 
 
 def test_a_cuda_request_runs_on_the_cpu_provider_here(caplog):
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" in ort.get_available_providers():
+    if cuda_available():
         pytest.skip("this onnxruntime has the CUDA provider")
     with caplog.at_level(logging.WARNING):
         det = YuNetBatchDetector(device="cuda", max_batch=4)
@@ -119,18 +117,29 @@ def test_bad_models_and_options_are_refused(smile_model_files, tmp_path):
 
 
 def test_the_machine_picks_the_engine():
-    c = choose_detector("yunet", cpus=2, detect_workers=2, cuda=False, onnx=True)
-    assert (c.name, c.options) == ("yunet", {})
+    c = choose_detector("yunet", cpus=2, detect_workers=2, cuda=False, onnx=False)
+    assert (c.name, c.options, c.chosen) == ("yunet-ort", {"max_batch": 1, "threads": 1}, ("name", "max_batch", "threads"))
     c = choose_detector("yunet", cpus=16, detect_workers=8, cuda=True, onnx=True)
     assert (c.name, c.options, c.chosen) == ("yunet-ort", {"max_batch": 32}, ("name", "max_batch"))
-    c = choose_detector("yunet", cpus=2, detect_workers=2, detect_batch=4, cuda=False, onnx=True)
-    assert (c.name, c.options) == ("yunet-ort", {"max_batch": 4, "threads": 1})
-    assert choose_detector("yunet", 16, 8, detect_batch=1, cuda=True, onnx=True).name == "yunet"
-    assert choose_detector("yunet", 16, 8, cuda=True, onnx=False).name == "yunet"  # with a warning
+    assert choose_detector("yunet", 16, 8, cuda=True, onnx=False).options == {"max_batch": 1}  # with a warning
+    c = choose_detector("yunet", cpus=2, detect_workers=1, detect_batch=4, cuda=False, onnx=True)
+    assert (c.name, c.options) == ("yunet-ort", {"max_batch": 4, "threads": 2})
+    assert choose_detector("yunet-ort", 2, 2, cuda=False, onnx=True).chosen == ("max_batch", "threads")
     assert choose_detector("yunet-opencv", 16, 8, cuda=True, onnx=True).name == "yunet-opencv"
-    assert choose_detector("yunet-ort", 2, 1, cuda=False, onnx=True).options == {"max_batch": 8, "threads": 2}
     with pytest.raises(ConfigError, match="--detect-batch needs a detector that batches"):
         choose_detector("haar", 2, 2, detect_batch=8)
+
+
+def test_one_frame_a_call_needs_no_onnx_package(monkeypatch, frames):
+    """The edge install has onnxruntime but not onnx: one frame a call runs the file as it is."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
+    single = YuNetBatchDetector(max_batch=1)
+    assert [b.as_list() for b in single.detect(frames["smile"][0])] == [
+        b.as_list() for b in YuNetFaceDetector().detect(frames["smile"][0])]
+    with pytest.raises(Exception, match=r"needs the onnx package .*install edgecv\[gpu\]"):
+        YuNetBatchDetector(max_batch=2)
 
 
 def run_collect(model, source, detector, **options):
@@ -154,7 +163,7 @@ def test_the_pipeline_hands_waiting_frames_to_the_detector_at_once(smile_model_f
             if Held.first:  # let frames pile up before the first call, so a batch must form
                 Held.first = False
                 p = holder["p"]
-                while p._work_q.qsize() < 4 and not all(s.done for s in p.sources):
+                while p._work_q.qsize() < 8 and not all(s.done for s in p.sources):  # frames 1-8: 3 and 6 detect
                     p._stopping.wait(0.01)
             return super().detect_batch(images)
 
@@ -172,23 +181,31 @@ def test_the_pipeline_hands_waiting_frames_to_the_detector_at_once(smile_model_f
         assert [(d.box.as_list(), d.label) for d in a.detections] == [(d.box.as_list(), d.label) for d in b.detections]
 
 
-def test_edgecv_smile_with_the_batched_detector_gives_the_same_faces_and_labels(tmp_path):
+def test_edgecv_smile_gives_the_same_faces_and_labels_with_each_engine(tmp_path):
+    """FaceDetectorYN (yunet-opencv), the default (YuNet on ONNX Runtime, one frame a call here) and
+    batches of up to 4: the same boxes and labels on every frame of smile.mp4."""
     def faces(path):
         return [[(d["box"], d["label"]) for d in json.loads(x)["detections"]] for x in path.read_text().splitlines()]
 
     out = {}
-    for name, args in (("default", []), ("ort", ["--detector", "yunet-ort", "--detect-batch", "4"])):
+    for name, args in (("opencv", ["--detector", "yunet-opencv"]), ("default", []),
+                       ("batched", ["--detector", "yunet-ort", "--detect-batch", "4"])):
         path = tmp_path / f"{name}.jsonl"
         proc = run_cli("smile", "--source", "video:smile.mp4", "--no-display", "--metrics-interval", "0",
                        "--json-out", str(path), *args)
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
         out[name] = (faces(path), json.loads(proc.stdout))
-    (default, s_default), (ort, s_ort) = out["default"], out["ort"]
-    assert len(default) == 55 and sum(map(len, default)) >= 160
-    assert ort == default
-    assert s_default["detector"]["name"] == "yunet" and s_ort["detector"] == {
-        "name": "yunet-ort", "max_batch": 4, "chosen": ["threads"], "why": "yunet-ort as asked (CPU provider)"}
-    assert s_ort["stages_ms"]["detect"]["n"] == 55 and s_ort["detect_batches"]["count"] <= 55
+    reference = out["opencv"][0]
+    assert len(reference) == 55 and sum(map(len, reference)) >= 160
+    assert out["default"][0] == reference and out["batched"][0] == reference
+    assert out["opencv"][1]["detector"]["name"] == "yunet-opencv"
+    s_default, s_batched = out["default"][1], out["batched"][1]
+    assert s_default["detector"]["name"] == "yunet-ort"
+    if not cuda_available():
+        assert s_default["detector"]["max_batch"] == 1 and "detect_batches" not in s_default
+        assert s_batched["detector"] == {"name": "yunet-ort", "max_batch": 4, "chosen": ["threads"],
+                                         "why": "CPU: YuNet on ONNX Runtime, --detect-batch 4"}
+    assert s_batched["stages_ms"]["detect"]["n"] == 55 and s_batched["detect_batches"]["count"] <= 55
 
 
 def test_detect_batch_with_a_detector_that_cannot_batch_is_one_line():
