@@ -106,12 +106,7 @@ def set_up(cfg) -> DevicePlan | None:
     if len(chosen) != want * jax.process_count():
         raise ConfigError(f"--devices {cfg.devices}: another process has fewer than {want} device(s); "
                           "every process must use the same number")
-    count = len(chosen)
-    if cfg.batch_size % count:
-        lo, hi = cfg.batch_size - cfg.batch_size % count, cfg.batch_size + count - cfg.batch_size % count
-        alts = f"{lo} or {hi}" if lo else f"{hi}"
-        raise ConfigError(f"--batch-size {cfg.batch_size} does not divide across {count} devices; "
-                          f"use a multiple of {count} ({alts})")
+    check_batch_split(cfg.batch_size, len(chosen))
     plan = DevicePlan(devices=tuple(f"{d.platform}:{d.id}" for d in chosen), local=want,
                       processes=jax.process_count(), process_id=jax.process_index(), batch_size=cfg.batch_size)
     # auto_shard_dataset=False: Keras shards only tf.data across processes; the batches here are
@@ -121,6 +116,14 @@ def set_up(cfg) -> DevicePlan | None:
     log.info("data parallel over %d device(s) (%s), %d process(es); %d images per device and step",
              plan.count, ", ".join(plan.devices), plan.processes, plan.batch_size // plan.count)
     return plan
+
+
+def check_batch_split(batch_size: int, devices: int) -> None:
+    """Data parallel gives every device an equal slice of each global batch."""
+    if batch_size % devices:
+        lo, hi = batch_size - batch_size % devices, batch_size + devices - batch_size % devices
+        raise ConfigError(f"--batch-size {batch_size} does not divide across {devices} devices; "
+                          f"use a multiple of {devices} ({f'{lo} or {hi}' if lo else hi})")
 
 
 def _join(coordinator: str, n: int, pid: int) -> None:

@@ -173,11 +173,12 @@ def train(cfg: TrainConfig) -> Path:
         raise ConfigError(unknown("augmentation preset", cfg.aug, PRESETS))
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--out {run}: exists and is not a folder")
-    keras.utils.set_random_seed(cfg.seed)
-    # Before any model exists: the devices, the processes joined, the distribution set.
+    # Before any model exists and before any JAX computation (joining other processes must come
+    # first): the devices, the processes joined, the distribution set.
     plan = set_up(cfg)
     if plan is not None:
         cfg.devices = plan.local  # the resolved count ("all" on this machine) goes into config.yaml
+    keras.utils.set_random_seed(cfg.seed)
 
     t0 = time.monotonic()
     ds, tr, va, te, method = load_splits(cfg)
