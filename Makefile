@@ -30,7 +30,8 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-# Everything: training, export, tests.
+# Everything: training, export, tests ([dev] includes [jax]: tests/test_train_devices.py trains on
+# the JAX backend over two forced CPU devices).
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@ $(VENV)/.runtime
