@@ -52,9 +52,9 @@ PIPELINES: dict[str, dict[str, Any]] = {
                                          "machine_defaults": True},
 }
 DECODE, LITERT_LOOP, KERAS_LOOP = "decode only", "book loop, LiteRT per face", "book loop, Keras predict per face"
-# Frames timed by the limit pass (after LIMIT_WARMUP untimed ones): enough for a steady mean,
-# short enough to cost a second or two.
-LIMIT_FRAMES, LIMIT_WARMUP = 100, 3
+# Frames timed by the limit pass (after LIMIT_WARMUP untimed ones): the modes' own frames, up to
+# LIMIT_FRAMES (decode and detect costs vary along a video; 300 frames cost a few seconds).
+LIMIT_FRAMES, LIMIT_WARMUP = 300, 3
 
 
 def detector_key(setup: Mapping[str, Any]) -> str | None:
