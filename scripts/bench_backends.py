@@ -1,8 +1,9 @@
 """LiteRT / ONNX Runtime / OpenVINO x fp32 / int8 on this CPU, in one run: latency at each batch size
 and top-1 accuracy on held-out data, each configuration in a fresh process, every backend with the
-same thread count (reported per row). A stop-gap for the backends `edgecv benchmark models` does not
-run yet (OpenVINO); it opens each model the one way (edgecv.resolve -> open_backend) and scores
-through edgecv.decode, so its numbers mean what the benchmark's mean.
+same thread count (reported per row). It made the fp32 / int8 table of docs/benchmark.md, written
+before `edgecv benchmark models` ran OpenVINO rows; that command now measures the same set with the
+bare-loop overhead, memory and the plot (`--backend litert,onnxruntime,openvino --threads 2`). Both
+open each model the one way (edgecv.resolve -> open_backend) and score through edgecv.decode.
 
     EDGECV_DATA=../shared/data python scripts/bench_backends.py --data smiles --split test \\
         --batch 1,32 --threads 2 MODEL:BACKEND [MODEL:BACKEND ...]
