@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli
 from edgecv.apps.bench.pipeline import PIPELINES, bench_pipeline, looped, pipeline_table
 from edgecv.apps.bench.streams import bench_streams, streams_table
-from edgecv.runtime.machine import usable_cpus
+from edgecv.runtime.machine import choose_detector, usable_cpus
 from models import smile_model_files  # noqa: F401  (fixture)
 
 HAAR = {"pipeline haar@300": PIPELINES["pipeline haar@300"]}
@@ -37,31 +37,32 @@ def test_bench_pipeline_reports_every_mode(smile_model_files, data_dir):
 def test_pipeline_rows_state_the_limit_and_the_fraction_reached(data_dir, tmp_path):
     """On the 480x360 PETS video: decode and YuNet are timed per frame on one thread in the same run,
     the limit is usable CPUs / (decode + detect / detect_every), and each pipeline row reports
-    fps / limit. The CLI writes the same into its JSON and table."""
+    fps / limit, in its JSON and its table."""
     video = data_dir / "videos" / "vtest_pets2009_480x360_h264.avi"
-    setups = {k: PIPELINES[k] for k in ("pipeline yunet@320", "pipeline yunet@320 every 2nd")}
     j, md = tmp_path / "p.json", tmp_path / "p.md"
     proc = run_cli("benchmark", "pipeline", "smile", "--video", str(video), "--max-frames", "12",
                    "--json", str(j), "--md", str(md), timeout=300)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     (cli,) = json.loads(j.read_text())
     assert "| limit fps | x limit |" in md.read_text() and "limit = " in md.read_text()
-    for r in (cli, bench_pipeline(video, REPO / "edgecv" / "zoo" / "smile.fp16.tflite", max_frames=12,
-                                  pipelines=setups)):
-        lim = r["limit"]
-        assert lim["cores"] == r["usable_cpus"] == usable_cpus()
-        assert lim["frames"] == 12 and lim["decode_ms"] > 0 and lim["detect_ms"]["yunet@320"] > 0
-        for name, m in r["modes"].items():
-            if not name.startswith("pipeline"):
-                assert "limit_fps" not in m
-                continue
-            every = PIPELINES[name].get("options", {}).get("detect_every", 1)
-            key = f"{PIPELINES[name]['detector']}@{PIPELINES[name]['detector_options']['width']}"
-            assert m["limit_fps"] == pytest.approx(lim["cores"] * 1000 / (lim["decode_ms"] + lim["detect_ms"][key]
-                                                                          / every), rel=1e-3)
-            assert m["fraction_of_limit"] == pytest.approx(m["fps"] / m["limit_fps"], rel=1e-3)
-            assert m["fps"] > 0 and m["fraction_of_limit"] > 0
+    lim = cli["limit"]
+    assert lim["cores"] == cli["usable_cpus"] == usable_cpus()
+    assert lim["frames"] == 12 and lim["decode_ms"] > 0 and lim["detect_ms"]["yunet@320"] > 0
+    for name, m in cli["modes"].items():
+        if not name.startswith("pipeline"):
+            assert "limit_fps" not in m
+            continue
+        every = PIPELINES[name].get("options", {}).get("detect_every", 1)
+        key = f"{m['detector']}@{m['detector_options']['width']}"  # the detector the mode ran
+        per_frame = lim["decode_ms"] + lim["detect_ms"][key] / every
+        assert m["limit_fps"] == pytest.approx(lim["cores"] * 1000 / per_frame, rel=1e-3)
+        assert m["fraction_of_limit"] == pytest.approx(m["fps"] / m["limit_fps"], rel=1e-3)
+        assert m["fps"] > 0 and m["fraction_of_limit"] > 0
     r = cli["modes"]
+    # `run defaults` runs what `edgecv smile` picks here, and its limit is that detector's.
+    picked = choose_detector("yunet", usable_cpus(), r["pipeline yunet@320, run defaults"]["detect_workers"])
+    assert r["pipeline yunet@320, run defaults"]["detector"] == picked.name
+    assert f"{picked.name}@320" in cli["limit"]["detect_ms"]
     # Detecting every 2nd frame halves the detector's share of the limit: a higher limit.
     assert r["pipeline yunet@320 every 2nd"]["limit_fps"] > r["pipeline yunet@320"]["limit_fps"]
     assert r["pipeline haar@300"]["limit_fps"] != r["pipeline yunet@320"]["limit_fps"]

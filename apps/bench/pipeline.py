@@ -45,9 +45,9 @@ PIPELINES: dict[str, dict[str, Any]] = {
                                      "options": {"detect_every": 2}},
     "pipeline yunet@320 every 3rd": {"detector": "yunet", "detector_options": {"width": 320},
                                      "options": {"detect_every": 3}},
-    # What `edgecv run --detector yunet` and `edgecv smile` choose on this machine (runtime.machine):
-    # one detect worker per usable CPU, one inference thread. The rows above keep one worker, so
-    # they compare across versions.
+    # What `edgecv run --detector yunet` and `edgecv smile` choose on this machine (runtime.machine,
+    # resolve_setup): detect workers, inference threads and YuNet's engine. The rows above keep
+    # OpenCV's FaceDetectorYN and one worker, so they compare across versions.
     "pipeline yunet@320, run defaults": {"detector": "yunet", "detector_options": {"width": 320},
                                          "machine_defaults": True},
 }
@@ -147,21 +147,38 @@ def keras_per_face(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray
     return lambda x: m.predict(x, verbose=0)
 
 
+def resolve_setup(setup: Mapping[str, Any]) -> dict[str, Any]:
+    """A pipeline setup as it will run. With "machine_defaults": what `edgecv run` and `edgecv smile`
+    choose on this machine (runtime.machine.choose_defaults: detect workers and inference threads;
+    choose_detector: the detector's engine and its options), resolved once so that the run and its
+    limit use the same detector. Without: the setup as given."""
+    if not setup.get("machine_defaults"):
+        return dict(setup)
+    from edgecv.runtime.machine import choose_defaults, choose_detector
+
+    name = setup.get("detector", "none")
+    chosen = choose_defaults(usable_cpus(), 1, name != "none")
+    out = {"detector": name, "detector_options": dict(setup.get("detector_options", {})),
+           "options": {**setup.get("options", {}), "detect_workers": chosen.detect_workers},
+           "threads": chosen.threads}
+    if name != "none":
+        det = choose_detector(name, chosen.cpus, chosen.detect_workers)
+        out["detector"], out["detector_options"] = det.name, {**det.options, **out["detector_options"]}
+    return out
+
+
 def run_pipeline(video: str, model: str, setup: Mapping[str, Any], max_frames: int | None = None) -> dict[str, Any]:
     """The pipeline on the video, timed like the book loops: from opening the video to the last
     result, with the classifier and the detectors loaded beforehand (the loops get theirs loaded too)."""
     from edgecv.runtime.backends import open_backend
     from edgecv.runtime.build import build_sources
     from edgecv.runtime.detect import make_detector
-    from edgecv.runtime.machine import choose_defaults
     from edgecv.runtime.pipeline import Pipeline, PipelineOptions
 
     ref = resolve(model)
+    setup = resolve_setup(setup)
     name, det_options = setup.get("detector", "none"), setup.get("detector_options", {})
-    fields, threads = {**setup.get("options", {}), "max_frames": max_frames}, None
-    if setup.get("machine_defaults"):
-        chosen = choose_defaults(usable_cpus(), 1, name != "none")
-        fields["detect_workers"], threads = chosen.detect_workers, chosen.threads
+    fields, threads = {**setup.get("options", {}), "max_frames": max_frames}, setup.get("threads")
     options = PipelineOptions(**fields)
     factory = None
     if name != "none":
@@ -178,8 +195,8 @@ def run_pipeline(video: str, model: str, setup: Mapping[str, Any], max_frames: i
         dt = time.perf_counter() - t0
     finally:
         backend.close()
-    return dict(_rate(summary["frames"], dt, summary["sources"]["s0"]["faces"]),
-                detect_workers=options.detect_workers, threads=threads, mean_batch=summary["batches"]["mean_size"],
+    return dict(_rate(summary["frames"], dt, summary["sources"]["s0"]["faces"]), detector=name,
+                detector_options=det_options, detect_workers=options.detect_workers, threads=threads, mean_batch=summary["batches"]["mean_size"],
                 stages_ms_p50={k: v["p50"] for k, v in summary["stages_ms"].items()})
 
 
@@ -327,12 +344,15 @@ def bench_pipeline(video: str | os.PathLike, model: str | os.PathLike, keras_mod
         if keras_model:
             modes[KERAS_LOOP] = run("book-keras", str(keras_model),
                                     frames=keras_max_frames if keras_max_frames is not None else max_frames)
-        setups = dict(pipelines or PIPELINES)
+        setups = {k: resolve_setup(v) for k, v in (pipelines or PIPELINES).items()}
         for name, setup in setups.items():
             modes[name] = run("pipeline", model, setup)
         crops = [run("crops", str(path), frames=None) for path in (model, onnx_model) if path]
-        detectors = {detector_key(st): {"detector": st["detector"], "detector_options": st.get("detector_options", {})}
-                     for st in setups.values() if detector_key(st)}
+        # One thread each: an ONNX Runtime detector (yunet-ort) is held to one by its options,
+        # OpenCV's by cv2.setNumThreads in the pass.
+        detectors = {detector_key(st): {"detector": st["detector"], "detector_options": {
+                     **st.get("detector_options", {}), **({"threads": 1} if "threads" in st.get("detector_options", {})
+                                                         else {})}} for st in setups.values() if detector_key(st)}
         costs = run("costs", model, {"detectors": detectors})
     cores = usable_cpus()
     limit = {"cores": cores, **{k: v for k, v in costs.items() if k != "peak_rss_mb"}}
