@@ -158,7 +158,7 @@ def _char_confidences(probs: np.ndarray, label: list[int], blank: int) -> tuple[
 def beam_decode(probs: np.ndarray, charset: str, blank: int | None = None, beam: int = 10,
                 prune: float = 1e-3) -> list[Decoded]:
     """Prefix beam search over N x T x K (or T x K) per-step probabilities, keeping `beam` prefixes
-    per step. The surviving texts are then scored exactly (`text_probability`, the same
+    per step. The surviving texts the beam rates highest are then scored exactly (`text_probability`, the same
     confidence greedy decoding reports) and the most probable one is the answer, so the answer's
     confidence is never below greedy's when greedy's text survives the beam. A class whose
     probability at a step is below `prune` starts no new prefix there (a text that needs it is
@@ -189,7 +189,11 @@ def beam_decode(probs: np.ndarray, charset: str, blank: int | None = None, beam:
             top = sorted(nxt.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam]
             total = sum(v[0] + v[1] for _, v in top) or 1.0
             beams = {k: [v[0] / total, v[1] / total] for k, v in top}
-        scored = [(text_probability(probs[n], list(k), blank), k) for k in beams]
+        # Exact rescoring only for the texts the beam itself rates within 100x of its best: the
+        # beam's sum misses only pruned alignments, which cannot lift a text that far.
+        top = max(v[0] + v[1] for v in beams.values())
+        scored = [(text_probability(probs[n], list(k), blank), k) for k, v in beams.items()
+                  if v[0] + v[1] >= 0.01 * top]
         conf, label = max(scored, key=lambda x: (x[0], -len(x[1])))
         text = "".join(charset[c if c < blank else c - 1] for c in label)
         out.append(Decoded(text, min(1.0, conf), _char_confidences(probs[n], list(label), blank)))
