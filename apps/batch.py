@@ -60,8 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="results/<input>.<hash>.jsonl per input, manifest.jsonl and summary.json go here")
     p.add_argument("--model", required=True, help="shipped model name or a .tflite/.onnx/.keras file")
-    p.add_argument("--detector", default="haar", choices=["haar", "yunet", "none"],
-                   help="face detector whose boxes are classified; none classifies whole frames (default haar)")
+    p.add_argument("--detector", default="haar", choices=["haar", "yunet", "yunet-opencv", "none"],
+                   help="face detector whose boxes are classified: yunet runs on ONNX Runtime, yunet-opencv on "
+                        "cv2.FaceDetectorYN (same boxes); none classifies whole frames (default haar)")
     p.add_argument("--detect-width", type=int_at_least(64), metavar="PX",
                    help="detect on frames downscaled to this width (default 300 for haar, 320 for yunet)")
     p.add_argument("--detect-every", type=int_at_least(1), default=1, metavar="K",
@@ -375,7 +376,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     det_opts: dict[str, Any] = {}
     if args.detect_width and args.detector != "none":
         det_opts["width"] = args.detect_width
-    if args.detector == "yunet":
+    if args.detector in ("yunet", "yunet-opencv"):
         from edgecv.data import resource_path
 
         # The weights' path is resolved here once (a mirror or the cache): workers get the file.

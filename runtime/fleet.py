@@ -221,7 +221,7 @@ def run_fleet(args: argparse.Namespace, ref, detector: str, entries: Sequence[tu
     if not args.no_display and display_available():
         log.info("--ray: no window (frames stay in the actors)")
     det_opts = dict(detector_options)
-    if detector == "yunet" and "model" not in det_opts:
+    if detector in ("yunet", "yunet-opencv") and "model" not in det_opts:
         from edgecv.data import resource_path
 
         det_opts["model"] = str(resource_path("yunet", "models/face_detection_yunet_2023mar.onnx"))

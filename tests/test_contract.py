@@ -150,7 +150,9 @@ def test_one_inference_session_per_smile_start(monkeypatch, tmp_path):
     code = main(["smile", "--backend", "onnxruntime", "--source", "video:smile.mp4", "--max-frames", "5",
                  "--no-display", "--metrics-interval", "0", "--json-out", str(tmp_path / "e.jsonl")])
     assert code == 0
-    assert len(made) == 1 and str(made[0]).endswith("smile.int8.onnx"), made
+    # The detector's YuNet sessions (one per detect worker, runtime/yunet_batch.py) are not the model's.
+    models = [m for m in made if "yunet" not in str(m)]
+    assert len(models) == 1 and str(models[0]).endswith("smile.int8.onnx"), made
 
 
 def test_shipped_version_1_specs_are_upgraded_on_read():
