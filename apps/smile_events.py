@@ -4,7 +4,9 @@
 A pipeline hook that runs after runtime.identity (it needs track ids), in each stream's frame order.
 A person starts smiling after `on_frames` frames in a row with p(smiling) >= `on`, and stops after
 `off_frames` frames in a row with p < `off`: one frame's score never flips the state. A track that
-ends (the person left) while smiling gets its `smile_end` with `"reason": "lost"`.
+ends (the person left) while smiling gets its `smile_end` with `"reason": "lost"`; a smile still on
+when the run ends (the video's end, Ctrl+C, SIGTERM) gets one with `"reason": "ended"` from
+`end_of_run`, so a consumer never keeps a person smiling forever.
 """
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ class SmileEvents:
         self._people: dict[tuple[str, int], _Person] = {}
         self._all_smiling: dict[str, int] = {}
         self._last_shot: dict[str, float] = {}
+        self._last_frame: dict[str, tuple[int, float]] = {}  # stream -> (frame index, t_capture) last seen
         self.counts: dict[str, int] = {"smile_start": 0, "smile_end": 0, "shutter": 0, "shutter_failed": 0}
         self.shots: list[str] = []
 
@@ -90,15 +93,34 @@ class SmileEvents:
         result.events.append(ev)
         return ev
 
+    def _end_fields(self, person: _Person, reason: str, frame: int, t_capture: float) -> dict[str, Any]:
+        return {"reason": reason, "duration_s": round(t_capture - person.since_t, 3),
+                "frames": frame - person.since_frame, "started_frame": person.since_frame,
+                "peak": round(person.peak, 4)}
+
     def _end(self, result: FrameResult, tid: int, person: _Person, reason: str) -> None:
-        self._event("smile_end", result, tid, reason=reason,
-                    duration_s=round(result.frame.t_capture - person.since_t, 3),
-                    frames=result.frame.index - person.since_frame, started_frame=person.since_frame,
-                    peak=round(person.peak, 4))
+        self._event("smile_end", result, tid,
+                    **self._end_fields(person, reason, result.frame.index, result.frame.t_capture))
         person.smiling, person.run = False, 0
+
+    def end_of_run(self) -> list[dict[str, Any]]:
+        """The pipeline's last call, after the last frame: a `smile_end` ("reason": "ended") for each
+        person still smiling, dated at the last frame their stream delivered."""
+        events = []
+        for (sid, tid), person in sorted(self._people.items()):
+            if not person.smiling:
+                continue
+            frame, t = self._last_frame[sid]
+            events.append({"event": "smile_end", "stream": sid, "frame": frame, "t_capture": round(t, 6),
+                           "time": round(time.time(), 3), "track_id": tid,
+                           **self._end_fields(person, "ended", frame, t)})
+            self.counts["smile_end"] += 1
+        self._people.clear()
+        return events
 
     def __call__(self, result: FrameResult) -> None:
         sid = result.source_id
+        self._last_frame[sid] = (result.frame.index, result.frame.t_capture)
         seen = set()
         for d in result.detections:
             if d.track_id is None:

@@ -121,8 +121,7 @@ class MqttSink:
         self.published += 1
 
     def write(self, result: FrameResult) -> None:
-        for ev in result.events:
-            self._publish(f"events/{ev.get('event', 'event')}", ev)
+        self.write_events(result.events)
         st = self._stats.setdefault(result.source_id, {"frames": 0})
         st["frames"] += 1
         st.update(faces=len(result.detections), smiling=int(result.live.get("smiling", 0)),
@@ -131,6 +130,10 @@ class MqttSink:
         if now >= self._next_stats:
             self._next_stats = now + self.interval
             self._publish("stats", {"time": round(time.time(), 3), "streams": self._stats})
+
+    def write_events(self, events: list[dict[str, Any]]) -> None:
+        for ev in events:
+            self._publish(f"events/{ev.get('event', 'event')}", ev)
 
     @property
     def acked(self) -> int:

@@ -537,6 +537,7 @@ class Pipeline:
             w.join()
         if self.batcher is not None:
             self.batcher.close()
+        self._end_hooks()
         self.sinks.close()
         for src in self.sources:
             if not src.join(10.0):
@@ -546,6 +547,22 @@ class Pipeline:
         if self.state is not PipelineState.FAILED:
             with self._state_lock:
                 self.state = PipelineState.STOPPED
+
+    def _end_hooks(self) -> None:
+        """Hooks that hold state across frames (a smile still on) close it after the last frame: the
+        events their `end_of_run()` returns go to the sinks that take events before those close."""
+        events: list[dict[str, Any]] = []
+        for hook in self.hooks:
+            end = getattr(hook, "end_of_run", None)
+            if end is None:
+                continue
+            try:
+                events.extend(end())
+            except Exception as e:  # the run is over: report it, close the sinks all the same
+                log.error("hook %s failed at the end of the run (%s: %s)", getattr(hook, "name", hook),
+                          type(e).__name__, e)
+        if events:
+            self.sinks.write_events(events)
 
     def _sink_error(self, name: str, e: BaseException) -> None:
         self.metrics.sink_errors[name] += 1

@@ -271,7 +271,19 @@ class JsonLinesSink:
         self.lines = 0
 
     def write(self, result: FrameResult) -> None:
-        data = (json.dumps(result.to_event(), separators=(",", ":")) + "\n").encode("utf-8")
+        self._line(result.to_event())
+
+    def write_events(self, events: list[dict[str, Any]]) -> None:
+        """The run's closing events, one line per stream: {"source", "end_of_run": true, "events"}, no
+        "detections" key (it is not a frame)."""
+        by_stream: dict[str, list[dict[str, Any]]] = {}
+        for ev in events:
+            by_stream.setdefault(str(ev.get("stream", "")), []).append(ev)
+        for sid, evs in by_stream.items():
+            self._line({"source": sid, "end_of_run": True, "events": evs})
+
+    def _line(self, record: dict[str, Any]) -> None:
+        data = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
         try:
             if self._fd is None:
                 target = self._out.open()
@@ -331,6 +343,17 @@ class SinkSet:
                 sink.write(result)
             except Exception as e:
                 self._fail(sink, e, "write")
+
+    def write_events(self, events: list[dict[str, Any]]) -> None:
+        """Events that belong to no frame (hooks' end_of_run) to the sinks that carry events."""
+        for sink in list(self.sinks):
+            put = getattr(sink, "write_events", None)
+            if put is None:
+                continue
+            try:
+                put(events)
+            except Exception as e:
+                self._fail(sink, e, "write_events")
 
     def _fail(self, sink: Sink, e: BaseException, what: str) -> None:
         name = getattr(sink, "name", type(sink).__name__)

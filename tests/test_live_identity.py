@@ -31,6 +31,11 @@ def who(box: list[int], width: int = 1920) -> str:
 
 
 def events_of(path: Path) -> list[dict]:
+    """The frame lines (not the run's closing line, see test_a_smile_still_on_at_the_end_is_closed)."""
+    return [e for e in all_lines(path) if not e.get("end_of_run")]
+
+
+def all_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -67,6 +72,24 @@ def test_smile_events_for_the_two_women_and_none_for_the_man(smile_run):
         assert ev["stream"] == "s0" and ev["frame"] < 10 and "time" in ev and "t_capture" in ev
     assert not [ev for e in lines for ev in e.get("events", []) if ev.get("track_id") == ids["right"]]
     assert summary["smile_events"]["smile_start"] == 2
+
+
+def test_a_smile_still_on_at_the_end_is_closed(smile_run):
+    """Both women still smile on smile.mp4's last frame: the run ends their smiles with
+    "reason": "ended" in one last JSON line, so no consumer keeps them smiling forever."""
+    _, summary, out = smile_run
+    lines = all_lines(out / "e.jsonl")
+    frames = [e for e in lines if not e.get("end_of_run")]
+    ids = {who(d["box"]): d["track_id"] for e in frames for d in e["detections"]}
+    assert lines[:-1] == frames and lines[-1]["end_of_run"] is True and lines[-1]["source"] == "s0"
+    ends = lines[-1]["events"]
+    assert sorted(ev["track_id"] for ev in ends) == sorted([ids["left"], ids["centre"]])
+    starts = {ev["track_id"]: ev for e in frames for ev in e.get("events", []) if ev["event"] == "smile_start"}
+    for ev in ends:
+        assert ev["event"] == "smile_end" and ev["reason"] == "ended" and ev["frame"] == 54
+        assert ev["started_frame"] == starts[ev["track_id"]]["frame"] and ev["frames"] == 54 - ev["started_frame"]
+        assert ev["duration_s"] > 0 and 0.5 <= ev["peak"] <= 1
+    assert summary["smile_events"]["smile_end"] == summary["smile_events"]["smile_start"] == 2
 
 
 def test_the_shutter_never_fires_on_smile_mp4(smile_run):

@@ -202,8 +202,10 @@ def test_the_run_stops_cleanly_with_every_json_line(served, browser):
     assert proc.wait(60) == 0, (tmp / "stderr.txt").read_text()[-3000:]
     assert "Traceback" not in (tmp / "stderr.txt").read_text()
     summary = json.loads((tmp / "stdout.txt").read_text())
-    lines = (tmp / "e.jsonl").read_text().splitlines()
-    assert summary["frames"] == len(lines) > 30
+    lines = [json.loads(x) for x in (tmp / "e.jsonl").read_text().splitlines()]
+    ended = [e for e in lines if e.get("end_of_run")]  # smiles still on at Ctrl+C, closed
+    assert summary["frames"] == len(lines) - len(ended) > 30 and len(ended) <= 1
+    assert all(ev["event"] == "smile_end" and ev["reason"] == "ended" for e in ended for ev in e["events"])
     assert summary["serve"]["sent"]["s0"] > 2
     with pytest.raises(OSError):  # the server is gone with the run
         urllib.request.urlopen(url, timeout=5)
