@@ -47,14 +47,18 @@ def test_tiny_ctc_run(tmp_path):
     # The conv-only variant: an unrolled BiLSTM's first compile alone takes a minute on 2 cores;
     # that the LSTM converts is checked on the shipped model below.
     run = tmp_path / "v2"
-    proc = run_cli("train", "captcha-ctc", "--data", "captcha-v2", "--out", str(run), "--epochs", "1",
-                   "--max-train", "16", "--model-kw", "rnn=none", "--model-kw", "rnn_units=[16]")
+    proc = run_cli("train", "captcha-ctc", "--data", "captcha-v2", "--out", str(run),
+                   "--max-train", "16", "--model-kw", "rnn=none", "--model-kw", "rnn_units=[16]",
+                   "--epochs", "2", "--select", "last", "--aug", "captcha", "--schedule", "cosine")
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     spec = load_spec(run)
     assert spec.task == "captcha-ctc" and spec.charset == "2345678bcdefgmnpwxy"
     assert spec.extra["blank"] == len(spec.charset) and spec.extra["time_steps"] == 25
     report = json.loads((run / "eval.json").read_text())
     assert report["test"]["n"] > 100 and 0 <= report["test"]["cer"]
+    # --select last: every epoch runs and the last one's weights are kept, whatever val says.
+    assert report["select"] == "last" and report["epochs_run"] == report["best_epoch"] == 2
+    assert (report["aug"], report["schedule"]) == ("captcha", "cosine")
 
 
 def test_ctc_data_must_be_captchas(tmp_path):
