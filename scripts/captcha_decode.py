@@ -16,8 +16,8 @@ import sys
 import time
 
 import numpy as np
-
 from edgecv.apps.predict import Predictor
+
 from edgecv.ctc import beam_decode, greedy_decode
 from edgecv.data.captchas import labelled_images
 from edgecv.images import read_image

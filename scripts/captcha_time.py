@@ -13,10 +13,11 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
-
 from edgecv.apps.captcha import Solver
+
 from edgecv.data.captchas import labelled_images
 
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     solvers = [Solver.open(m, decoder=d) for m, d in zip(args.models, decoders)]
     for s in solvers:                       # warm-up: first-call allocations are not the steady state
         s.solve_file(files[0])
-    load0 = open("/proc/loadavg").read().split()[:3]
+    load0 = Path("/proc/loadavg").read_text().split()[:3]
     times: list[list[float]] = [[] for _ in solvers]
     for _ in range(args.rounds):
         for i, s in enumerate(solvers):
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 s.solve_file(f)
                 times[i].append(time.perf_counter() - t0)
-    load1 = open("/proc/loadavg").read().split()[:3]
+    load1 = Path("/proc/loadavg").read_text().split()[:3]
     base = float(np.median(times[0]))
     print(json.dumps({"n": len(files), "rounds": args.rounds, "loadavg_before": load0, "loadavg_after": load1,
                       "models": [{"model": m, "decoder": s.decoder, "ms_median": round(float(np.median(t)) * 1000, 3),
