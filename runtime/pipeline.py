@@ -172,6 +172,8 @@ class Pipeline:
         self._dispatch_done = False
         self._slots: threading.Semaphore | None = None
         self._local = threading.local()
+        self._spare_detectors: list[Detector] = []  # built by start(), one per detect worker
+        self._spare_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         # Detect workers take jobs from a C-implemented SimpleQueue: a ThreadPoolExecutor's Future and
         # locks per frame cost ~10 us of the ~100 us of Python each frame takes (yappi, 2-core box).
@@ -196,7 +198,11 @@ class Pipeline:
         if not self._set_state(PipelineState.STARTING):
             raise ConfigError(f"a pipeline starts once; this one is {self.state.value}")
         try:
-            det = self._detector_for_thread()  # build one now: a bad detector fails here, not in a worker
+            # Every worker's detector is built now: a bad detector fails here, not in a worker, and no
+            # model loads while frames wait (the first frames of a short run used to).
+            if self._detector_factory is not None:
+                self._spare_detectors = [self._detector_factory() for _ in range(max(1, self.options.detect_workers))]
+            det = self._spare_detectors[0] if self._spare_detectors else None
             if detect_batch_of(det) > 1:
                 self.max_inflight = self.options.inflight_for(self.sources, False, detect_batch_of(det))
             for src in self.sources:
@@ -327,8 +333,14 @@ class Pipeline:
                 self._jobs_cv.notify_all()
 
     def _detector_for_thread(self) -> Detector | None:
+        """This thread's detector: one that start() built, else a new one (each thread its own: the
+        engines are not safe to share between threads)."""
         if not hasattr(self._local, "detector"):
-            self._local.detector = None if self._detector_factory is None else self._detector_factory()
+            with self._spare_lock:
+                spare = self._spare_detectors.pop() if self._spare_detectors else None
+            if spare is None and self._detector_factory is not None:
+                spare = self._detector_factory()
+            self._local.detector = spare
         return self._local.detector
 
     def _worker(self) -> None:
