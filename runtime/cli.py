@@ -168,28 +168,14 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     summary: the body of `edgecv run` and of the apps built on the pipeline (`edgecv smile`).
     hooks: callables run on each FrameResult before the sinks, after the track ids (Pipeline.hooks).
     Returns the exit code."""
-    from .live import LiveOutputs
     from .build import open_pipeline
+    from .live import LiveOutputs
     from .machine import choose_defaults, choose_detector, usable_cpus
-    from .pipeline import Pipeline, PipelineOptions, PipelineState
-    from .outputs import check_outputs, commit_only_if, exit_if_still_running, no_output_reason, write_summary
-    from .sinks import JsonLinesSink, VideoSink, WindowSink, display_available
-    from .sources import set_max_frame_pixels
+    from .outputs import commit_only_if
+    from .pipeline import Pipeline, PipelineOptions
 
-    entries = [(src, {}) for src in args.source]
-    if args.sources_file:
-        entries += read_sources_file(args.sources_file)
+    entries = _checked_entries(args, ref)
     sources = [src for src, _ in entries]
-    if not sources:
-        raise ConfigError("no source given: use --source S (repeatable) or --sources-file F")
-    check_outputs(args, sources, model=getattr(ref, "path", None))  # before anything is opened or written
-    set_max_frame_pixels(getattr(args, "max_frame_pixels", None))
-    for name in ("batch", "threads", "max_frames", "detect_workers", "detect_width", "detect_every", "detect_batch"):
-        _positive("--" + name.replace("_", "-"), getattr(args, name))
-    if args.max_delay_ms < 0:
-        raise ConfigError(f"--max-delay-ms must be >= 0; got {args.max_delay_ms}")
-    if args.max_fps is not None and args.max_fps <= 0:
-        raise ConfigError(f"--max-fps must be positive; got {args.max_fps}")
     # Defaults from the CPUs this process may use (runtime.machine); an explicit flag wins.
     chosen = choose_defaults(usable_cpus(), len(sources), detector != "none", args.detect_workers, args.threads)
     options = PipelineOptions(max_batch=args.batch, max_delay_ms=args.max_delay_ms,
@@ -198,16 +184,10 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     det_opts = dict(detector_options or {})
     if args.detect_width and detector != "none":
         det_opts["width"] = args.detect_width
-    if getattr(args, "ray", False) and getattr(args, "detect_batch", None) is not None:
-        raise ConfigError("--detect-batch is not available with --ray (each actor detects one frame a call)")
-    if getattr(args, "ray", False) and getattr(args, "decode", "cpu") != "cpu":
-        raise ConfigError("--decode nvdec/auto is not available with --ray (actors decode on the CPU)")
     if getattr(args, "ray", False):  # the sources sharded over Ray actors (runtime.fleet)
         from .fleet import run_fleet
 
         return run_fleet(args, ref, detector, entries, det_opts, options)
-    if getattr(args, "address", None):
-        raise ConfigError("--address names a Ray cluster for --ray; add --ray")
     det_choice = None
     if detector != "none":  # the engine for this machine (runtime.machine): batched YuNet where it pays
         det_choice = choose_detector(detector, chosen.cpus, chosen.detect_workers, getattr(args, "detect_batch", None))
@@ -216,20 +196,8 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     elif getattr(args, "detect_batch", None) is not None:
         raise ConfigError("--detect-batch needs a detector that batches (yunet or yunet-ort); the detector is none")
 
-    sinks: list = []
     holder: dict[str, Pipeline] = {}
-    if not args.no_display:
-        if display_available():
-            sinks.append(WindowSink(on_quit=lambda: holder["p"].stop()))
-        else:
-            log.info("no display found (DISPLAY/WAYLAND_DISPLAY unset): not showing a window "
-                     "(--no-display silences this)")
-    if args.save:
-        from .h264 import video_sink  # .mp4 as H.264 where ffmpeg has libx264 (browsers play it)
-
-        sinks.append(video_sink(args.save, per_source=len(sources) > 1))
-    if args.json_out:
-        sinks.append(JsonLinesSink(args.json_out))
+    sinks = _file_and_window_sinks(args, len(sources), on_quit=lambda: holder["p"].stop())
     try:
         # Track ids whenever boxes come from a detector; --serve / --mqtt bind and connect here, so a
         # port in use or a bad host is one line before the model loads.
@@ -252,6 +220,69 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
     holder["p"] = pipeline
     live.attach(pipeline)
     commit_only_if(sinks, lambda: pipeline.error is None)  # a failed run leaves the earlier outputs
+    signals = _run_draining_on_signals(pipeline, live)
+    summary = pipeline.summary()
+    summary["defaults"] = chosen.to_dict()
+    if det_choice is not None:
+        summary["detector"] = det_choice.to_dict()
+    summary.update(live.summary())
+    return _report(args, pipeline, summary, sinks, interrupted=signals > 0)
+
+
+def _checked_entries(args: argparse.Namespace, ref) -> list[tuple[str, dict[str, Any]]]:
+    """The sources (with their per-source options) once every option has been checked, before
+    anything is opened or written."""
+    from .outputs import check_outputs
+    from .sources import set_max_frame_pixels
+
+    entries = [(src, {}) for src in args.source]
+    if args.sources_file:
+        entries += read_sources_file(args.sources_file)
+    sources = [src for src, _ in entries]
+    if not sources:
+        raise ConfigError("no source given: use --source S (repeatable) or --sources-file F")
+    check_outputs(args, sources, model=getattr(ref, "path", None))
+    set_max_frame_pixels(getattr(args, "max_frame_pixels", None))
+    for name in ("batch", "threads", "max_frames", "detect_workers", "detect_width", "detect_every", "detect_batch"):
+        _positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.max_delay_ms < 0:
+        raise ConfigError(f"--max-delay-ms must be >= 0; got {args.max_delay_ms}")
+    if args.max_fps is not None and args.max_fps <= 0:
+        raise ConfigError(f"--max-fps must be positive; got {args.max_fps}")
+    if getattr(args, "ray", False) and getattr(args, "detect_batch", None) is not None:
+        raise ConfigError("--detect-batch is not available with --ray (each actor detects one frame a call)")
+    if getattr(args, "ray", False) and getattr(args, "decode", "cpu") != "cpu":
+        raise ConfigError("--decode nvdec/auto is not available with --ray (actors decode on the CPU)")
+    if not getattr(args, "ray", False) and getattr(args, "address", None):
+        raise ConfigError("--address names a Ray cluster for --ray; add --ray")
+    return entries
+
+
+def _file_and_window_sinks(args: argparse.Namespace, n_sources: int, on_quit) -> list:
+    """The window (where a display exists), --save and --json-out."""
+    from .sinks import JsonLinesSink, WindowSink, display_available
+
+    sinks: list = []
+    if not args.no_display:
+        if display_available():
+            sinks.append(WindowSink(on_quit=on_quit))
+        else:
+            log.info("no display found (DISPLAY/WAYLAND_DISPLAY unset): not showing a window "
+                     "(--no-display silences this)")
+    if args.save:
+        from .h264 import video_sink  # .mp4 as H.264 where ffmpeg has libx264 (browsers play it)
+
+        sinks.append(video_sink(args.save, per_source=n_sources > 1))
+    if args.json_out:
+        sinks.append(JsonLinesSink(args.json_out))
+    return sinks
+
+
+def _run_draining_on_signals(pipeline, live) -> int:
+    """Start the pipeline and wait for it; the first SIGINT/SIGTERM drains it, a second drops what
+    the sources queued and arms the exit timer. Returns how many signals came."""
+    from .outputs import exit_if_still_running
+
     signals = {"n": 0}
 
     def on_signal(signum, _frame) -> None:
@@ -274,11 +305,16 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
         live.close()
         for s, h in old.items():
             signal.signal(s, h)
-    summary = pipeline.summary()
-    summary["defaults"] = chosen.to_dict()
-    if det_choice is not None:
-        summary["detector"] = det_choice.to_dict()
-    summary.update(live.summary())
+    return signals["n"]
+
+
+def _report(args: argparse.Namespace, pipeline, summary: dict[str, Any], sinks: list, interrupted: bool) -> int:
+    """Print (and --summary-out) the summary; the exit code: 1 when the run failed, an output the
+    user asked for is incomplete, or nothing was produced."""
+    from .outputs import no_output_reason, write_summary
+    from .pipeline import PipelineState
+    from .sinks import VideoSink
+
     video = next((s for s in sinks if isinstance(s, VideoSink)), None)
     if video is not None:
         summary["outputs"] = {sid: {"path": str(path), "frames": video.frames[sid]} for sid, path in video.paths.items()}
@@ -294,7 +330,7 @@ def run_model(args: argparse.Namespace, ref, detector: str, detector_options: di
         failed = "; ".join(f"{k}: {v}" for k, v in summary["sinks_failed"].items())
         print(f"edgecv: error: output failed during the run ({failed})", file=sys.stderr)
         return 1
-    reason = no_output_reason(summary, interrupted=signals["n"] > 0)
+    reason = no_output_reason(summary, interrupted=interrupted)
     if reason:
         print(f"edgecv: error: {reason}", file=sys.stderr)
         return 1
