@@ -2,11 +2,16 @@
 devices (XLA_FLAGS=--xla_force_host_platform_device_count=2) and with two processes on 127.0.0.1 of
 one CPU device each, as two "hosts". Real MNIST images from EDGECV_DATA, LeNet, two epochs.
 
-Tolerance: the training loss of each epoch within 1e-4 (relative) of the one-device run's. Data
-parallel sums the two devices' gradients in another order than one device sums the whole batch, so
-float32 rounding may differ in the last bits (on this CPU the losses came out bit-identical); 20
-steps of Adam cannot grow a rounding difference to 1e-4. Validation and test accuracy are counts of
-correct images: they must be the same count.
+Plain SGD with momentum, so a wrong gradient scale would show (Adam normalises it away).
+
+Tolerance: each epoch's training and validation loss within 1e-3 (relative) of the one-device run's,
+and the correct validation and test images within one image. Data parallel sums the two devices'
+gradients in another order than one device sums the whole batch, so float32 rounding differs in the
+last bits and grows a little with every step: here the 22 steps came out bit-identical, and one epoch
+of 94 steps on 6,000 images differed by 1e-5 in training loss, 2e-4 in validation loss and one test
+image of 10,000 (docs/scale.md). A wrong split of the data or of the gradients moves the loss by
+far more. The same model evaluated with and without padding must give exactly the same accuracy
+(test_the_two_device_model_evaluates_the_same_on_tensorflow).
 """
 from __future__ import annotations
 
@@ -46,7 +51,8 @@ def small_mnist(tmp_path_factory, data_dir):
 def _args(data, out, *extra):
     return [sys.executable, "-m", "edgecv", "train", "classify", "--arch", "lenet", "--data", str(data),
             "--input-size", "28", "28", "--colour", "gray", "--epochs", "2", "--batch-size", "32",
-            "--seed", "7", "--max-train", str(N_TRAIN), "--out", str(out), *extra]
+            "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--seed", "7", "--max-train", str(N_TRAIN),
+            "--out", str(out), *extra]
 
 
 def _start(argv, env):
@@ -99,19 +105,25 @@ def _history(run):
     return json.loads((run / "history.json").read_text())
 
 
+def _assert_same_training(a_hist, b_hist):
+    for a, b in zip(a_hist, b_hist, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3), (a, b)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-3), (a, b)
+        assert abs(round(b["val_accuracy"] * N_VAL) - round(a["val_accuracy"] * N_VAL)) <= 1, (a, b)
+
+
 @pytest.mark.slow
 def test_two_devices_match_one_device(runs):
     one, two = runs["one"], runs["two"]
     assert one[1]["devices"] == {"backend": "jax", "count": 1}
     assert two[1]["devices"]["count"] == 2 and two[1]["devices"]["devices"] == ["cpu:0", "cpu:1"]
     assert two[1]["devices"]["per_device_batch"] == 16 and two[1]["devices"]["dropped_per_epoch"] == 0
-    for a, b in zip(_history(one[0]), _history(two[0]), strict=True):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a, b)
-        assert round(b["val_accuracy"] * N_VAL) == round(a["val_accuracy"] * N_VAL), (a, b)
-        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4), (a, b)
+    hist = _history(one[0])
+    assert hist[-1]["loss"] < 0.7 * hist[0]["loss"]  # it trains: a comparison of two broken runs proves nothing
+    _assert_same_training(hist, _history(two[0]))
     r1, r2 = (json.loads((r / "eval.json").read_text()) for r in (one[0], two[0]))
     assert r2["val"]["n"] == N_VAL and r2["test"]["n"] == N_TEST  # every image once: padding cut off
-    assert round(r2["test"]["accuracy"] * N_TEST) == round(r1["test"]["accuracy"] * N_TEST)
+    assert abs(round(r2["test"]["accuracy"] * N_TEST) - round(r1["test"]["accuracy"] * N_TEST)) <= 1
     cfg = (two[0] / "config.yaml").read_text()
     assert cfg.startswith("# devices used: cpu:0, cpu:1") and "\ndevices: 2\n" in cfg
 
@@ -123,10 +135,8 @@ def test_two_processes_as_two_hosts_match_two_devices(runs):
         run, summary = runs[name]
         assert summary["devices"]["count"] == 2 and summary["devices"]["processes"] == 2
         assert summary["devices"]["process_id"] == int(name[-1])
-        for a, b in zip(_history(two[0]), _history(run), strict=True):
-            assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (name, a, b)
-            assert round(b["val_accuracy"] * N_VAL) == round(a["val_accuracy"] * N_VAL)
-        assert summary["test_accuracy"] == two[1]["test_accuracy"]
+        _assert_same_training(_history(two[0]), _history(run))
+        assert abs(summary["test_accuracy"] - two[1]["test_accuracy"]) <= 1.5 / N_TEST
 
 
 def test_the_two_device_model_evaluates_the_same_on_tensorflow(runs, small_mnist):

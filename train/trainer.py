@@ -150,7 +150,8 @@ def load_splits(cfg: TrainConfig):
 
 def train(cfg: TrainConfig) -> Path:
     """Train per `cfg`; returns the run directory."""
-    from .devices import Predictor, require_jax_if_chosen, set_up, validation_callback
+    from .devices import (Predictor, needs_step_barrier, require_jax_if_chosen, set_up, step_barrier_callback,
+                          validation_callback)
     require_jax_if_chosen()
     import keras
 
@@ -239,6 +240,8 @@ def train(cfg: TrainConfig) -> Path:
     validation: tuple | None = (xva, yva)
     if plan is not None:
         callbacks.insert(0, validation_callback(plan, xva, yva))  # before the callbacks that read val_*
+        if needs_step_barrier(plan):
+            callbacks.insert(0, step_barrier_callback())
         validation = None
     t_fit = time.monotonic()
     if initial_epoch < cfg.epochs:
