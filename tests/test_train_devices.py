@@ -7,9 +7,9 @@ Plain SGD with momentum, so a wrong gradient scale would show (Adam normalises i
 Tolerance: each epoch's training and validation loss within 1e-3 (relative) of the one-device run's,
 and the correct validation and test images within one image. Data parallel sums the two devices'
 gradients in another order than one device sums the whole batch, so float32 rounding differs in the
-last bits and grows a little with every step: here the 22 steps came out bit-identical, and one epoch
-of 94 steps on 6,000 images differed by 1e-5 in training loss, 2e-4 in validation loss and one test
-image of 10,000 (docs/scale.md). A wrong split of the data or of the gradients moves the loss by
+last bits and grows a little with every step: here the loss differed by 1e-7 after 22 steps, and
+one Adam epoch of 94 steps on 6,000 images by 1e-5 in training loss, 2e-4 in validation loss and
+one test image of 10,000 (docs/scale.md). A wrong split of the data or of the gradients moves the loss by
 far more. The same model evaluated with and without padding must give exactly the same accuracy
 (test_the_two_device_model_evaluates_the_same_on_tensorflow).
 """
@@ -24,7 +24,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import assert_clean_error
 
 pytestmark = pytest.mark.timeout(300)
@@ -159,11 +158,12 @@ def test_the_two_device_model_evaluates_the_same_on_tensorflow(runs, small_mnist
 
 def test_bad_device_options_are_one_line_errors(small_mnist, tmp_path):
     cases = [
-        ({"KERAS_BACKEND": "tensorflow"}, ["--devices", "2"], r"--devices 2 needs the JAX backend: set KERAS_BACKEND=jax"),
-        (JAX, ["--devices", "3"], r"--devices 3: this process has 2 device\(s\) \(cpu:0, cpu:1\); use --devices all "
-                                  r"or a number up to 2"),
-        (JAX, ["--devices", "2", "--batch-size", "33"], r"--batch-size 33 does not divide across 2 devices; "
-                                                        r"use a multiple of 2 \(32 or 34\)"),
+        ({"KERAS_BACKEND": "tensorflow"}, ["--devices", "2"],
+         r"--devices 2 needs the JAX backend: set KERAS_BACKEND=jax"),
+        (JAX, ["--devices", "3"],
+         r"--devices 3: this process has 2 device\(s\) \(cpu:0, cpu:1\); use --devices all or a number up to 2"),
+        (JAX, ["--devices", "2", "--batch-size", "33"],
+         r"--batch-size 33 does not divide across 2 devices; use a multiple of 2 \(32 or 34\)"),
         ({}, ["--devices", "0"], r"expected all or a number of devices >= 1"),
     ]
     procs = [_start(_args(small_mnist, tmp_path / f"r{i}", *extra), env) for i, (env, extra, _) in enumerate(cases)]
@@ -180,9 +180,10 @@ def test_bad_device_options_are_one_line_errors(small_mnist, tmp_path):
      "needs --num-processes N and --process-id I"),
 ])
 def test_multi_process_options_are_checked(monkeypatch, options, env, match):
-    from edgecv.errors import ConfigError
     from edgecv.train.config import TrainConfig
     from edgecv.train.devices import multi_process_args
+
+    from edgecv.errors import ConfigError
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(ConfigError, match=match):

@@ -48,7 +48,9 @@ def multi_process_args(cfg) -> tuple[str | None, int | None, int | None]:
     if n is None or pid is None:
         raise ConfigError("--coordinator HOST:PORT needs --num-processes N and --process-id I "
                           f"(or {ENV_PROCESSES} and {ENV_PROCESS_ID})")
-    if not 1 <= n or not 0 <= pid < n:
+    if n < 1:
+        raise ConfigError(f"--num-processes must be at least 1; got {n}")
+    if not 0 <= pid < n:
         raise ConfigError(f"--process-id must be from 0 to {n - 1} (--num-processes {n}); got {pid}")
     return coord.split(",")[0], n, pid
 

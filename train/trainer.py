@@ -152,7 +152,7 @@ def train(cfg: TrainConfig) -> Path:
     """Train per `cfg`; returns the run directory."""
     from .devices import (Predictor, needs_step_barrier, require_jax_if_chosen, set_up, step_barrier_callback,
                           validation_callback)
-    require_jax_if_chosen()
+    require_jax_if_chosen()  # before keras is imported: KERAS_BACKEND=jax without JAX is one line
     import keras
 
     from .augment import PRESETS
