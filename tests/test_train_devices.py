@@ -221,3 +221,17 @@ def test_batches_are_a_multiple_of_the_devices(small_mnist):
     one.on_epoch_end()
     left_out_next = set(range(301)) - set(one.order[:one.used].tolist())
     assert len(left_out) == len(left_out_next) == 1 and left_out != left_out_next  # reshuffled each epoch
+
+
+def test_devices_in_a_yaml_config(tmp_path):
+    from edgecv.train.config import TrainConfig
+
+    from edgecv.errors import ConfigError
+    good = tmp_path / "dp.yaml"
+    good.write_text("arch: lenet\ndevices: all\ncoordinator: 10.0.0.1:8476\nnum_processes: 2\nprocess_id: 1\n")
+    cfg = TrainConfig(**TrainConfig.from_yaml(good))
+    assert (cfg.devices, cfg.coordinator, cfg.num_processes, cfg.process_id) == ("all", "10.0.0.1:8476", 2, 1)
+    with pytest.raises(ConfigError, match=r"devices: expected all or an integer from 1; got 'two'"):
+        TrainConfig(devices="two")
+    with pytest.raises(ConfigError, match=r"coordinator: expected HOST:PORT or null; got '10.0.0.1'"):
+        TrainConfig(coordinator="10.0.0.1")
