@@ -14,9 +14,10 @@ import numpy as np
 
 # Per frame, in the order a frame meets them: decode (the read), queue (captured -> a detect worker
 # takes it: the pipeline is behind when this grows), detect, preprocess, infer (per batch: the
-# model), order (inferred -> its turn at the sinks, behind earlier frames of its stream), sink, and
-# age (captured -> written: the sum a viewer sees).
-STAGES = ("decode", "queue", "detect", "preprocess", "infer", "order", "sink", "age")
+# model), order (inferred -> its turn at the sinks, behind earlier frames of its stream), hooks (track
+# ids, smile events), sink, other (what of the frame's age no stage above measured: the Python between
+# the stages, and the rest of a shared detect call) and age (captured -> written: the sum a viewer sees).
+STAGES = ("decode", "queue", "detect", "preprocess", "infer", "order", "hooks", "sink", "other", "age")
 
 
 class Metrics:

@@ -90,6 +90,8 @@ def test_a_smile_still_on_at_the_end_is_closed(smile_run):
         assert ev["started_frame"] == starts[ev["track_id"]]["frame"] and ev["frames"] == 54 - ev["started_frame"]
         assert ev["duration_s"] > 0 and 0.5 <= ev["peak"] <= 1
     assert summary["smile_events"]["smile_end"] == summary["smile_events"]["smile_start"] == 2
+    # the hooks (track ids, fps, smile events) are a stage of their own in the metrics, once a frame
+    assert summary["stages_ms"]["hooks"]["n"] == summary["stages_ms"]["other"]["n"] == 55
 
 
 def test_the_shutter_never_fires_on_smile_mp4(smile_run):
