@@ -47,7 +47,7 @@ def test_pipeline_rows_state_the_limit_and_the_fraction_reached(data_dir, tmp_pa
     assert "| limit fps | x limit |" in md.read_text() and "limit = " in md.read_text()
     lim = cli["limit"]
     assert lim["cores"] == cli["usable_cpus"] == usable_cpus()
-    assert lim["frames"] == 12 and lim["decode_ms"] > 0 and lim["detect_ms"]["yunet@320"] > 0
+    assert lim["frames"] == 12 and lim["decode_ms"] > 0 and lim["detect_ms"]["yunet-opencv@320"] > 0
     for name, m in cli["modes"].items():
         if not name.startswith("pipeline"):
             assert "limit_fps" not in m

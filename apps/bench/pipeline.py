@@ -40,14 +40,15 @@ BOOK_WIDTH = 300
 # name -> detector, its options, and PipelineOptions fields (max_frames is the benchmark's own).
 PIPELINES: dict[str, dict[str, Any]] = {
     "pipeline haar@300": {"detector": "haar", "detector_options": {"width": 300}},
-    "pipeline yunet@320": {"detector": "yunet", "detector_options": {"width": 320}},
-    "pipeline yunet@320 every 2nd": {"detector": "yunet", "detector_options": {"width": 320},
+    # FaceDetectorYN by name: `yunet` means YuNet on ONNX Runtime now; these rows keep the engine and
+    # the one worker they always had, so they compare across versions.
+    "pipeline yunet@320": {"detector": "yunet-opencv", "detector_options": {"width": 320}},
+    "pipeline yunet@320 every 2nd": {"detector": "yunet-opencv", "detector_options": {"width": 320},
                                      "options": {"detect_every": 2}},
-    "pipeline yunet@320 every 3rd": {"detector": "yunet", "detector_options": {"width": 320},
+    "pipeline yunet@320 every 3rd": {"detector": "yunet-opencv", "detector_options": {"width": 320},
                                      "options": {"detect_every": 3}},
     # What `edgecv run --detector yunet` and `edgecv smile` choose on this machine (runtime.machine,
-    # resolve_setup): detect workers, inference threads and YuNet's engine. The rows above keep
-    # OpenCV's FaceDetectorYN and one worker, so they compare across versions.
+    # resolve_setup): detect workers, inference threads and YuNet's engine.
     "pipeline yunet@320, run defaults": {"detector": "yunet", "detector_options": {"width": 320},
                                          "machine_defaults": True},
 }
