@@ -7,10 +7,8 @@ on a reader that stopped reading) the process exits 130, its outputs unwritten, 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
-import sys
 from typing import Any, Sequence
 
 from edgecv.errors import ConfigError
@@ -309,29 +307,13 @@ def _run_draining_on_signals(pipeline, live) -> int:
 
 
 def _report(args: argparse.Namespace, pipeline, summary: dict[str, Any], sinks: list, interrupted: bool) -> int:
-    """Print (and --summary-out) the summary; the exit code: 1 when the run failed, an output the
-    user asked for is incomplete, or nothing was produced."""
-    from .outputs import no_output_reason, write_summary
+    """The videos written go into the summary; then print it and choose the exit code (outputs.report_run)."""
+    from .outputs import report_run
     from .pipeline import PipelineState
     from .sinks import VideoSink
 
     video = next((s for s in sinks if isinstance(s, VideoSink)), None)
     if video is not None:
         summary["outputs"] = {sid: {"path": str(path), "frames": video.frames[sid]} for sid, path in video.paths.items()}
-    text = json.dumps(summary, indent=2, sort_keys=True)
-    print(text)
-    if args.summary_out:
-        write_summary(args.summary_out, text)
-    if pipeline.state is PipelineState.FAILED:
-        print(f"edgecv: error: {pipeline.error}", file=sys.stderr)
-        return 1
-    if summary.get("sinks_failed"):
-        # The other sinks kept running, but an output the user asked for is incomplete: say so.
-        failed = "; ".join(f"{k}: {v}" for k, v in summary["sinks_failed"].items())
-        print(f"edgecv: error: output failed during the run ({failed})", file=sys.stderr)
-        return 1
-    reason = no_output_reason(summary, interrupted=interrupted)
-    if reason:
-        print(f"edgecv: error: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    error = pipeline.error if pipeline.state is PipelineState.FAILED else None
+    return report_run(args, summary, error, interrupted)

@@ -10,11 +10,9 @@ Ray is imported only when a fleet runs: this module loads on an edge install.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -205,7 +203,7 @@ def run_fleet(args: argparse.Namespace, ref, detector: str, entries: Sequence[tu
     from edgecv.raycluster import address_from, check_reachable, connect, require_ray, ship
 
     from .machine import choose_defaults, usable_cpus
-    from .outputs import commit_only_if, no_output_reason, write_summary
+    from .outputs import commit_only_if, report_run
     from .sinks import JsonLinesSink, display_available
 
     if args.save:
@@ -266,22 +264,7 @@ def run_fleet(args: argparse.Namespace, ref, detector: str, entries: Sequence[tu
         finally:
             fleet.close()
         summary = fleet.summary(cluster.to_dict(), chosen.to_dict(), actor_opts)
-    text = json.dumps(summary, indent=2, sort_keys=True)
-    print(text)
-    if args.summary_out:
-        write_summary(args.summary_out, text)
-    if fleet.error:
-        print(f"edgecv: error: {fleet.error}", file=sys.stderr)
-        return 1
-    if summary.get("sinks_failed"):
-        failed = "; ".join(f"{k}: {v}" for k, v in summary["sinks_failed"].items())
-        print(f"edgecv: error: output failed during the run ({failed})", file=sys.stderr)
-        return 1
-    reason = no_output_reason(summary, interrupted=fleet.signals > 0)
-    if reason:
-        print(f"edgecv: error: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return report_run(args, summary, fleet.error, interrupted=fleet.signals > 0)
 
 
 class _Fleet:

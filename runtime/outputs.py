@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -114,6 +116,29 @@ def no_output_reason(summary: dict[str, Any], interrupted: bool = False) -> str 
     what = "every source failed" if states and all(v == "failed" for v in states.values()) else \
         "no source produced a frame"
     return f"{what}: " + "; ".join(parts) if parts else what
+
+
+def report_run(args: argparse.Namespace, summary: dict[str, Any], error: str | None, interrupted: bool) -> int:
+    """Print the summary (and --summary-out); the exit code, with one `edgecv: error:` line when the
+    run failed, an output the user asked for is incomplete, or nothing was produced. `edgecv run` and
+    its --ray fleet end the same way."""
+    text = json.dumps(summary, indent=2, sort_keys=True)
+    print(text)
+    if args.summary_out:
+        write_summary(args.summary_out, text)
+    if error:
+        print(f"edgecv: error: {error}", file=sys.stderr)
+        return 1
+    if summary.get("sinks_failed"):
+        # The other sinks kept running, but an output the user asked for is incomplete: say so.
+        failed = "; ".join(f"{k}: {v}" for k, v in summary["sinks_failed"].items())
+        print(f"edgecv: error: output failed during the run ({failed})", file=sys.stderr)
+        return 1
+    reason = no_output_reason(summary, interrupted=interrupted)
+    if reason:
+        print(f"edgecv: error: {reason}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # After a second SIGINT/SIGTERM the run is given this long to finish its outputs before the process
