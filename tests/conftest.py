@@ -3,8 +3,10 @@ a private cache per session, and helpers to run the CLI as a user does."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,22 @@ def count_frames(path: str | os.PathLike) -> int:
     while cap.read()[0]:
         n += 1
     return n
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (a server the test starts, or none at all)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(fn, timeout: float, what: str, interval: float = 0.1):
+    """fn() until it returns something truthy (returned), at most `timeout` seconds: the deadline
+    only keeps a broken run from hanging the suite, it is not a speed check."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_clean_error, run_cli
+from conftest import REPO, assert_clean_error, free_port, run_cli
 from edgecv.errors import ConfigError, SourceError
 from edgecv.runtime.sources import parse_source
 from edgecv.safeio import redact_url
@@ -168,12 +167,6 @@ def _parser_with(func):
 ])
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_credentials_never_reach_logs_summary_or_errors(tmp_path):

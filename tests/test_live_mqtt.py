@@ -19,27 +19,13 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import free_port, wait_until
+
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 pytestmark = [pytest.mark.network,
               pytest.mark.skipif(MOSQUITTO is None, reason="needs Debian's mosquitto (make system-deps)")]
 TOPIC = "edgecv-test"
 LOOPS, GAP = 3, 20  # smile.mp4 (55 frames) then 20 black frames (everyone leaves), 3 times
-
-
-def wait_for(fn, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port: int) -> bool:
@@ -66,7 +52,7 @@ class Broker:
     def start(self) -> None:
         with open(self.log, "ab") as f:
             self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=f, stderr=f)
-        wait_for(lambda: self.proc.poll() is not None or port_open(self.port), 10, "mosquitto to listen")
+        wait_until(lambda: self.proc.poll() is not None or port_open(self.port), 10, "mosquitto to listen")
         assert self.proc.poll() is None, self.log.read_text()[-2000:]
 
     def stop(self) -> None:
@@ -140,14 +126,14 @@ def test_events_reach_a_real_broker_through_a_restart(tmp_path, data_dir):
     try:
         broker.start()
         sub = Subscriber(broker.port)
-        wait_for(lambda: sub.client.is_connected(), 10, "the subscriber to connect")
+        wait_until(lambda: sub.client.is_connected(), 10, "the subscriber to connect")
         err = open(tmp_path / "stderr.txt", "wb")
         run = subprocess.Popen([sys.executable, "-m", "edgecv", "smile", "--source", str(clip), "--no-display",
                                 "--max-fps", "20", "--metrics-interval", "0", "--json-out", str(tmp_path / "e.jsonl"),
                                 "--mqtt", f"127.0.0.1:{broker.port}", "--mqtt-topic", TOPIC, "--mqtt-interval", "1"],
                                stdout=open(tmp_path / "stdout.txt", "wb"), stderr=err, env=dict(os.environ))
         # The first pass: both women start and stop smiling (they leave in the black frames).
-        wait_for(lambda: len(sub.events("smile_end")) >= 2, 90, "two smile_end events")
+        wait_until(lambda: len(sub.events("smile_end")) >= 2, 90, "two smile_end events")
         before = len(sub.events())
         t_down = time.monotonic()
         broker.stop()
@@ -155,7 +141,7 @@ def test_events_reach_a_real_broker_through_a_restart(tmp_path, data_dir):
         assert run.poll() is None, "the run stopped with the broker"
         broker.start()
         t_up = time.monotonic()
-        wait_for(lambda: run.poll() is not None, 120, "the run to end")
+        wait_until(lambda: run.poll() is not None, 120, "the run to end")
         time.sleep(1.0)  # the last messages in flight to the subscriber
         assert run.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
     finally:

@@ -12,11 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
+
+from conftest import wait_until
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
@@ -26,17 +27,6 @@ pytestmark = [
     pytest.mark.skipif(not shutil.which("ffmpeg"), reason="needs ffmpeg to loop the clip"),
 ]
 TOKEN = "s3cret-token"
-
-
-def wait_for(fn, timeout: float, what: str, interval: float = 0.2):
-    """fn() until it returns something truthy, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def get(url: str, token: str | None = TOKEN, timeout: float = 10) -> tuple[int, bytes]:
@@ -63,7 +53,7 @@ def served(tmp_path_factory, data_dir):
                                  "--serve-token", TOKEN, "--json-out", str(tmp / "e.jsonl")],
                                 stdout=fout, stderr=ferr, env=dict(os.environ))
     try:
-        m = wait_for(lambda: proc.poll() is None and
+        m = wait_until(lambda: proc.poll() is None and
                      re.search(rb"serving the live view on (http://127\.0\.0\.1:\d+/)", err.read_bytes()),
                      90, "the server's address on stderr")
         yield proc, m.group(1).decode(), tmp
@@ -125,10 +115,10 @@ def test_a_real_browser_sees_the_mjpeg_change_and_the_stats_appear(served, stall
     proc, url, _ = served
     browser.get(url + f"?token={TOKEN}")
     img = browser.find_element(By.ID, "img-s0")
-    wait_for(lambda: browser.execute_script("return arguments[0].naturalWidth", img), 30, "the first MJPEG frame")
+    wait_until(lambda: browser.execute_script("return arguments[0].naturalWidth", img), 30, "the first MJPEG frame")
     assert browser.execute_script("return arguments[0].naturalWidth", img) == 960  # scaled from 1920
     shots = {hashlib.sha1(img.screenshot_as_png).hexdigest()}
-    wait_for(lambda: shots.add(hashlib.sha1(img.screenshot_as_png).hexdigest()) or len(shots) >= 3, 30,
+    wait_until(lambda: shots.add(hashlib.sha1(img.screenshot_as_png).hexdigest()) or len(shots) >= 3, 30,
              "the image to change twice", interval=0.3)
 
     # The table is rebuilt every second: read it in one script call (an element found in one call and
@@ -142,8 +132,8 @@ def test_a_real_browser_sees_the_mjpeg_change_and_the_stats_appear(served, stall
         text = cell("frames")
         return int(text) if text.isdigit() else 0
 
-    first = wait_for(frames, 15, "the stats table")
-    wait_for(lambda: frames() > first, 15, "the frame count to go up")
+    first = wait_until(frames, 15, "the stats table")
+    wait_until(lambda: frames() > first, 15, "the frame count to go up")
     assert float(cell("fps") or 0) > 0
     assert browser.execute_script("return document.body.dataset.stats") == "ok"
     assert "smile_start" in browser.execute_script("return document.getElementById('stats-s0').textContent")
@@ -156,7 +146,7 @@ def test_metrics_parse_with_the_prometheus_parser_and_hold_the_documented_series
     from prometheus_client.parser import text_string_to_metric_families
 
     _, url, _ = served
-    wait_for(lambda: json.loads(get(url + "stats.json")[1])["streams"].get("s0", {}).get("frames", 0) > 30, 60,
+    wait_until(lambda: json.loads(get(url + "stats.json")[1])["streams"].get("s0", {}).get("frames", 0) > 30, 60,
              "30 frames")
     status, body = get(url + "metrics")
     assert status == 200

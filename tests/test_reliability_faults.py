@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import count_frames, run_cli
+from conftest import count_frames, free_port, run_cli
 from models import smile_model_files  # noqa: F401  (fixture)
 
 FAST = ["--no-display", "--metrics-interval", "0"]
@@ -109,12 +108,6 @@ def test_second_signal_stops_without_draining_and_still_finalises(smile_model_fi
     # The second signal drops the frames still queued at the sources: a gap is allowed, disorder is not.
     assert frames == sorted(set(frames)) and len(frames) >= 5
     assert count_frames(video) == len(lines) == json.loads(out)["frames"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sigterm_while_the_only_stream_never_connected(smile_model_files):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import struct
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli
 from models import smile_model_files, smile_spec  # noqa: F401  (fixture)
 
 LIMIT = 250_000  # EDGECV_MAX_IMAGE_PIXELS for these runs: 600x600 images are "huge", 64x64 ones are not

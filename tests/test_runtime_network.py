@@ -4,24 +4,18 @@ pipeline reconnects, keeps going, and its metrics show the gap."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
 
+from conftest import free_port
 from edgecv.runtime.pipeline import Pipeline, PipelineState
 from edgecv.runtime.sinks import CallbackSink
 from edgecv.runtime.sources import Backoff, SourceState, parse_source
 from models import open_model, smile_model_files  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.network, pytest.mark.skipif(not shutil.which("ffmpeg"), reason="needs ffmpeg")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(video, port: int) -> subprocess.Popen:

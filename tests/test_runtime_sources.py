@@ -10,6 +10,7 @@ import time
 import cv2
 import pytest
 
+from conftest import free_port
 from edgecv.errors import ConfigError, SourceError
 from edgecv.runtime.sources import Backoff, Policy, SourceState, parse_source
 
@@ -130,12 +131,6 @@ def test_stop_while_running_with_a_full_every_queue(data_dir):
     src.stop()
     assert src.join(10)
     assert src.state is SourceState.STOPPED
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_stop_a_network_source_that_never_connected():
