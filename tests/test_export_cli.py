@@ -3,6 +3,7 @@ and nothing written under --out."""
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,17 +22,25 @@ def spec(name: str = "tiny") -> ModelSpec:
                      data={"dataset": "mnist"})
 
 
+def tiny_run(parent: Path) -> Path:
+    """parent/run: a valid run directory holding an untrained 28x28 -> 10 classifier and its spec."""
+    import keras
+
+    run = parent / "run"
+    run.mkdir()
+    tiny = keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    tiny.save(run / "model.keras")
+    spec().save(run / "spec.json")
+    return run
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny valid run directory and a .keras holding a Lambda layer (untrained: only loading matters)."""
     import keras
 
     root = tmp_path_factory.mktemp("models")
-    run = root / "run"
-    run.mkdir()
-    tiny = keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
-    tiny.save(run / "model.keras")
-    spec().save(run / "spec.json")
+    run = tiny_run(root)
     lam = keras.Sequential([keras.Input(SHAPE), keras.layers.Lambda(lambda t: t * 2.0), keras.layers.Flatten(),
                             keras.layers.Dense(10, activation="softmax")])
     lam_path = root / "lambda.keras"

@@ -279,14 +279,10 @@ def _fifo_bytes(fd: int) -> int:
 def test_sigterm_during_export_unwinds_and_leaves_no_temporary_folder(tmp_path):
     """A default SIGTERM killed `edgecv export` on the spot and left its hidden temporary folder
     beside --out; now SIGTERM unwinds like Ctrl+C (exit 143) and the folder goes."""
-    keras = pytest.importorskip("keras")
-    from test_export_cli import SHAPE, spec
+    pytest.importorskip("keras")
+    from test_export_cli import tiny_run
 
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(),
-                      keras.layers.Dense(10, activation="softmax")]).save(run_dir / "model.keras")
-    spec().save(run_dir / "spec.json")
+    run_dir = tiny_run(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "edgecv", "export", str(run_dir), "--format", "tflite",

@@ -249,14 +249,10 @@ def test_an_output_through_a_symlink_replaces_its_target_and_loops_are_refused(t
 
 
 def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(full_disk, tmp_path):
-    keras = pytest.importorskip("keras")
-    from test_export_cli import SHAPE, spec  # the export tests' tiny model and its spec
+    pytest.importorskip("keras")
+    from test_export_cli import tiny_run  # the export tests' tiny model and its spec
 
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(),
-                      keras.layers.Dense(10, activation="softmax")]).save(run_dir / "model.keras")
-    spec().save(run_dir / "spec.json")
+    run_dir = tiny_run(tmp_path)
     with open(full_disk / "filler", "wb") as f:
         try:
             f.write(b"\0" * 1_000_000)
@@ -362,16 +358,12 @@ def test_export_out_is_checked_before_tensorflow_loads(tmp_path, out, match):
 def test_a_killed_exports_working_folder_is_removed_by_the_next_export(tmp_path):
     """SIGKILL mid-conversion leaves .x.tflite.XXXXXXXX beside --out; the next export into that folder
     removes it, unless another export holds the folder (then it may be that one's)."""
-    keras = pytest.importorskip("keras")
+    pytest.importorskip("keras")
     import fcntl
 
-    from test_export_cli import SHAPE, spec
+    from test_export_cli import tiny_run
 
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(),
-                      keras.layers.Dense(10, activation="softmax")]).save(run_dir / "model.keras")
-    spec().save(run_dir / "spec.json")
+    run_dir = tiny_run(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     argv = [sys.executable, "-m", "edgecv", "export", str(run_dir), "--format", "tflite", "--out", str(out / "x.tflite")]
