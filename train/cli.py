@@ -46,7 +46,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float)
     p.add_argument("--nesterov", action="store_true", default=None)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", help="none | step | poly | piecewise")
+    p.add_argument("--schedule", help="none | step | poly | piecewise | cosine")
     p.add_argument("--aug", help="augmentation preset: none | light | digits | cifar | shift-flip | strong")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--patch-from", type=int, nargs=2, metavar=("H", "W"),
@@ -56,6 +56,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", choices=("stretch", "aspect", "pad"))
     p.add_argument("--mean", action="store_true", default=None, help="subtract training-split channel means")
     p.add_argument("--class-weight", action="store_true", default=None, help="inverse-frequency class weights")
+    p.add_argument("--label-smoothing", type=float, metavar="S", help="train toward (1 - S) * one-hot + S / classes")
+    p.add_argument("--mixup", type=float, metavar="ALPHA", help="blend each batch image with another; Beta(ALPHA, "
+                   "ALPHA) weights (0.2 is usual; 0 = off)")
+    p.add_argument("--teacher", dest="teachers", action="append", metavar="RUN",
+                   help="distil from this trained run directory (repeat for an ensemble); same data and split")
+    p.add_argument("--distill", type=float, metavar="W", help="weight of the teachers' probabilities in the "
+                   "target (default 0.5)")
+    p.add_argument("--distill-temperature", type=float, metavar="T", help="flatten the teachers' probabilities "
+                   "(softmax of logits / T; default 1)")
     p.add_argument("--model-kw", type=_kv, action="append", metavar="KEY=VALUE",
                    help="architecture option, e.g. --model-kw dropout=0.5")
     p.add_argument("--keep", choices=("best", "last"), help="keep the best-validation (default) or last weights")

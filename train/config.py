@@ -44,6 +44,14 @@ class TrainConfig:
     patch_from: list[int] | None = None
     mean: bool = False                        # subtract training-split channel means
     class_weight: bool = False
+    # Soft targets (train/targets.py): label smoothing, mixup's Beta alpha (0 = off), and
+    # distillation from trained run directories: the weight of their averaged probabilities in the
+    # target and the temperature that flattens them.
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    teachers: list[str] = field(default_factory=list)
+    distill: float = 0.5
+    distill_temperature: float = 1.0
     split: dict[str, Any] | None = None       # None: the data set's own (official or hash)
     model_kw: dict[str, Any] = field(default_factory=dict)
     seed: int = 42
@@ -163,6 +171,12 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "patch_from": (lambda v: v is None or _size(v), f"[H, W], each an integer from 8 to {MAX_SIDE}"),
         "mean": (lambda v: isinstance(v, bool), "true or false"),
         "class_weight": (lambda v: isinstance(v, bool), "true or false"),
+        "label_smoothing": (lambda v: _num(v) and 0 <= v < 1, "a number from 0 to below 1"),
+        "mixup": (lambda v: _num(v) and 0 <= v <= 100, "a number from 0 (off) to 100"),
+        "teachers": (lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+                     "a list of training run directories"),
+        "distill": (lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
+        "distill_temperature": (lambda v: _num(v) and 0 < v <= 100, "a number in (0, 100]"),
         "split": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
         "model_kw": (lambda v: isinstance(v, dict), "a mapping of option: value"),
         "seed": (lambda v: _int(v), "an integer"),
@@ -189,7 +203,8 @@ def check_types(cfg: TrainConfig) -> None:
         if isinstance(v, tuple):
             v = list(v)
             setattr(cfg, f.name, v)
-        if f.name in ("lr", "momentum", "weight_decay") and isinstance(v, str):
+        if f.name in ("lr", "momentum", "weight_decay", "label_smoothing", "mixup", "distill",
+                      "distill_temperature") and isinstance(v, str):
             try:
                 setattr(cfg, f.name, float(v))
                 v = getattr(cfg, f.name)
@@ -217,6 +232,8 @@ SCHEDULE_OPTIONS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
     "step": {"factor": (lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
              "drop_every": (lambda v: _int(v) and v >= 1, "an integer >= 1")},
     "poly": {"power": (lambda v: _num(v) and v > 0, "a number > 0")},
+    "cosine": {"warmup": (lambda v: _int(v) and v >= 0, "an integer >= 0 (epochs)"),
+               "floor": (lambda v: _num(v) and 0 <= v < 1, "a number from 0 to below 1 (of lr)")},
     "piecewise": {"boundaries": (lambda v: isinstance(v, list) and all(_int(x) and x >= 0 for x in v),
                                  "a list of epoch numbers"),
                   "values": (lambda v: isinstance(v, list) and len(v) > 0 and all(_num(x) and x > 0 for x in v),

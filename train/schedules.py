@@ -5,7 +5,7 @@ from typing import Callable, Sequence
 
 from edgecv.errors import ConfigError, unknown
 
-SCHEDULES = ("none", "step", "poly", "piecewise")
+SCHEDULES = ("none", "step", "poly", "piecewise", "cosine")
 
 
 def step_decay(init_lr: float, factor: float = 0.5, drop_every: int = 10) -> Callable[[int], float]:
@@ -32,6 +32,20 @@ def piecewise(boundaries: Sequence[int], values: Sequence[float]) -> Callable[[i
     return lr
 
 
+def cosine_decay(init_lr: float, max_epochs: int, warmup: int = 0, floor: float = 0.0) -> Callable[[int], float]:
+    """Linear warm-up over `warmup` epochs, then half a cosine from init_lr down to floor * init_lr
+    at the last epoch (Loshchilov & Hutter's SGDR without restarts)."""
+    import math
+
+    def lr(epoch: int) -> float:
+        if epoch < warmup:
+            return float(init_lr * (epoch + 1) / (warmup + 1))
+        span = max(1, max_epochs - 1 - warmup)
+        frac = min(1.0, (epoch - warmup) / span)
+        return float(init_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))))
+    return lr
+
+
 def make_schedule(name: str, init_lr: float, epochs: int, **kw) -> Callable[[int], float]:
     if name == "none":
         return lambda epoch: float(init_lr)
@@ -43,4 +57,6 @@ def make_schedule(name: str, init_lr: float, epochs: int, **kw) -> Callable[[int
         bounds = kw.get("boundaries") or [epochs // 2, 3 * epochs // 4]
         values = kw.get("values") or [init_lr, init_lr / 10, init_lr / 100]
         return piecewise(bounds, values)
+    if name == "cosine":
+        return cosine_decay(init_lr, epochs, kw.get("warmup", 0), kw.get("floor", 0.0))
     raise ConfigError(unknown("schedule", name, SCHEDULES))

@@ -60,9 +60,13 @@ class ArraySequence(_pydataset()):
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, augment=None,
                  class_weight: dict[int, float] | None = None, seed: int = 0,
                  patch: tuple[int, int] | None = None, epoch: int = 0,
-                 shard: tuple[int, int, int] = (1, 0, 1), **kw):
+                 shard: tuple[int, int, int] = (1, 0, 1), targets: np.ndarray | None = None,
+                 mixup: float = 0.0, **kw):
         super().__init__(**kw)
         self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
+        # Soft targets (train/targets.py) are what a batch yields in place of the labels; the labels
+        # still choose the class weights. mixup blends within each batch, after augmentation.
+        self.targets, self.mixup = targets, mixup
         self.devices, self.process_id, self.processes = shard
         self.used = len(x) - len(x) % self.devices
         self.patch = patch  # (h, w): a random crop of each image, x holding larger images
@@ -87,9 +91,12 @@ class ArraySequence(_pydataset()):
             xb = random_patches(xb, self.patch, rng)
         if self.augment is not None:
             xb = self.augment(xb, rng)
-        if self.w is None:
-            return xb, self.y[idx]
-        return xb, self.y[idx], self.w[idx]
+        yb = self.y[idx] if self.targets is None else self.targets[idx]
+        wb = None if self.w is None else self.w[idx]
+        if self.mixup:
+            from .targets import mixup
+            xb, yb, wb = mixup(xb, yb, wb, self.mixup, rng)
+        return (xb, yb) if wb is None else (xb, yb, wb)
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -208,7 +215,20 @@ def train(cfg: TrainConfig) -> Path:
     log.info("data %s: %d train, %d val%s (%.1fs)%s", cfg.data, len(xtr), len(xva),
              f", {len(te)} test" if te is not None else "", time.monotonic() - t0,
              f"; {skipped} unreadable image(s) skipped" if skipped else "")
-    # The run folder is made only now that the data loaded: a bad --data leaves nothing behind.
+    soft = bool(cfg.label_smoothing or cfg.mixup or cfg.teachers)
+    targets = None
+    if soft:
+        from .targets import one_hot, soft_targets, teacher_probabilities
+        teacher = None
+        if cfg.teachers:
+            flip = bool(getattr(PRESETS[cfg.aug], "hflip", False))
+            teacher = teacher_probabilities(cfg.teachers, tr, cfg.data, method, ds.label_names, flip)
+            agree = float(np.mean(teacher.argmax(1) == ytr))
+            log.info("teachers: %d, agreeing with %.2f%% of the training labels", len(cfg.teachers), 100 * agree)
+        targets = soft_targets(ytr, classes, cfg.label_smoothing, teacher, cfg.distill, cfg.distill_temperature)
+        yva_fit = one_hot(yva, classes)
+
+    # The run folder is made only now that the data loaded: a bad --data or --teacher leaves nothing behind.
     run.mkdir(parents=True, exist_ok=True)
     used = "" if plan is None else (f"# devices used: {', '.join(plan.devices)} (jax, {plan.processes} "
                                     f"process(es), {plan.batch_size // plan.count} images per device and step)\n")
@@ -224,7 +244,8 @@ def train(cfg: TrainConfig) -> Path:
         log.info("resuming from %s (epoch %d, lr %.3g)", path.name, initial_epoch, schedule(initial_epoch))
     else:
         model = create_model(cfg.arch, shape, classes, **cfg.model_kw)
-        model.compile(optimizer=make_optimizer(cfg), loss="sparse_categorical_crossentropy",
+        model.compile(optimizer=make_optimizer(cfg),
+                      loss="categorical_crossentropy" if soft else "sparse_categorical_crossentropy",
                       metrics=["accuracy"])
 
     monitor = TrainingMonitor(run, history)
@@ -236,8 +257,9 @@ def train(cfg: TrainConfig) -> Path:
     # Starting at initial_epoch, a resumed run sees exactly the batches an unbroken run would have.
     shard = (1, 0, 1) if plan is None else (plan.count, plan.process_id, plan.processes)
     seq = ArraySequence(xtr, ytr, cfg.batch_size, PRESETS[cfg.aug], cw, seed=cfg.seed, patch=patch,
-                        epoch=initial_epoch, shard=shard, workers=cfg.workers)
-    validation: tuple | None = (xva, yva)
+                        epoch=initial_epoch, shard=shard, workers=cfg.workers, targets=targets,
+                        mixup=cfg.mixup)
+    validation: tuple | None = (xva, yva_fit if soft else yva)
     if plan is not None:
         callbacks.insert(0, validation_callback(plan, xva, yva))  # before the callbacks that read val_*
         if needs_step_barrier(plan):
