@@ -109,7 +109,8 @@ class YuNetBatchDetector:
             self.session = ort.InferenceSession(data, opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            raise ModelError(f"{model}: onnxruntime cannot load it with a batch dimension ({last})") from None
+            how = f"with a batch dimension of {max_batch} frames" if max_batch > 1 else "one frame a call"
+            raise ModelError(f"{model}: onnxruntime cannot load it {how} ({last})") from None
         self.providers = tuple(self.session.get_providers())
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -110,6 +110,8 @@ def test_bad_models_and_options_are_refused(smile_model_files, tmp_path):
     junk.write_bytes(b"\x00not a model" * 50)
     with pytest.raises(ModelError, match="junk.onnx"):
         YuNetBatchDetector(model=junk)
+    with pytest.raises(ModelError, match="junk.onnx: onnxruntime cannot load it one frame a call"):
+        YuNetBatchDetector(model=junk, max_batch=1)
     with pytest.raises(ModelError, match="YuNet model not found"):
         YuNetBatchDetector(model=tmp_path / "missing.onnx")
     with pytest.raises(ConfigError, match="max_batch must be a positive integer; got 0"):
