@@ -1,15 +1,16 @@
 """How the runtime's face crops differ from the SMILES training crops, and what that costs (issue 21).
 
-    python scripts/smile_crop_match.py edgecv/zoo/smile.int8.onnx --split test
+    python scripts/smile_crop_match.py edgecv/zoo/smile.int8.onnx edgecv/zoo/smile.onnx [RUN ...] --calibrate
 
 SMILES faces are 64x64 crops cut by a detector of their own. At run time the model reads the region
 YuNet's box gives under the spec's crop rule (runtime.detect.crop_region). This re-detects every
-face of the split with YuNet (the image doubled in size and padded by replicating its border, since
-the face fills the whole crop), then prints: how often YuNet finds the face, where the runtime's
-region lies relative to the SMILES crop (side ratio, centre offset, measured on the training split),
-and the model's accuracy on the split's faces as SMILES cut them, as the runtime would cut them, and
-as the runtime would cut them with the mean offset taken out (the region a calibrated rule would
-give). Pixels outside the 64x64 crop do not exist: they are the replicated border."""
+face of SMILES' split with YuNet (the image doubled in size and padded by replicating its border,
+since the face fills the whole crop) and prints, per model: how often YuNet finds the face, and the
+accuracy on the faces it finds as SMILES cut them and as the runtime would cut them. --calibrate
+adds where the runtime's region lies relative to the SMILES crop (side ratio, centre offset,
+measured on the training split) and the accuracy with that mean offset taken out (the region a
+calibrated crop rule would give). Pixels outside the 64x64 crop do not exist: they are the
+replicated border, so the runtime-crop accuracy is a lower bound of what real frames give."""
 from __future__ import annotations
 
 import argparse
@@ -47,66 +48,62 @@ def cut(g, region):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model")
+    ap.add_argument("models", nargs="+", help="model files, run directories or shipped names (one JSON line each)")
     ap.add_argument("--split", default="test")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="also measure the mean offset on the training split and the accuracy without it")
     args = ap.parse_args()
 
     from edgecv.apps.predict import Predictor
     from edgecv.data import load, split
+    from edgecv.resolve import resolve
     from edgecv.runtime.detect import make_detector
 
     det = make_detector("yunet")
     ds = load("smiles")
-    with Predictor(args.model) as pred:
-        rule = pred.spec.crop
-        method = pred.spec.data.get("split") or ds.split_info
+    first = resolve(args.models[0]).spec
 
-        def gray(part):
-            return [part.read(i, gray=True) for i in range(len(part))]
+    def gray(part):
+        return [part.read(i, gray=True) for i in range(len(part))]
 
-        train = gray(split(ds, "train", method))
-        rt = [r for r in regions(train, det, rule) if r is not None]
+    part = split(ds, args.split, ds.split_info)  # SMILES' own faces, whatever a model was trained on
+    imgs = gray(part)
+    y = np.array([part.labels[i] for i in range(len(part))])
+    found = regions(imgs, det, first.crop)  # every model here is read through the same crop rule
+    ok = np.array([r is not None for r in found])
+    idx = np.flatnonzero(ok)
+    extra: dict = {}
+    variants = {"smiles": [imgs[i] for i in idx], "runtime": [cut(imgs[i], found[i]) for i in idx]}
+    if args.calibrate:
+        rt = [r for r in regions(gray(split(ds, "train", ds.split_info)), det, first.crop) if r is not None]
         side = np.array([s for _, _, s in rt])
-        cx = np.array([x + s / 2 for x, _, s in rt]) - 32
-        cy = np.array([y + s / 2 for _, y, s in rt]) - 32
         # The mean relation, as fractions of the runtime region's side: SMILES side / region side,
         # and the SMILES centre's offset from the region's centre.
         scale = float(np.median(64 / side))
-        dx, dy = float(np.median(-cx / side)), float(np.median(-cy / side))
-
-        part = split(ds, args.split, method)
-        imgs = gray(part)
-        y = np.array([part.labels[i] for i in range(len(part))])
-        found = regions(imgs, det, rule)
-        ok = np.array([r is not None for r in found])
-
-        answers = {}
-
-        def acc(crops, mask, name):
-            p = pred.probabilities([cv2.cvtColor(c, cv2.COLOR_GRAY2BGR) for c in crops])
-            answers[name] = p.argmax(1)
-            return round(100 * float((p.argmax(1) == y[mask]).mean()), 2)
-
-        idx = np.flatnonzero(ok)
-        as_smiles = acc([imgs[i] for i in idx], ok, "smiles")
-        as_runtime = acc([cut(imgs[i], found[i]) for i in idx], ok, "runtime")
+        dx = float(np.median(-(np.array([x + s / 2 for x, _, s in rt]) - 32) / side))
+        dy = float(np.median(-(np.array([yy + s / 2 for _, yy, s in rt]) - 32) / side))
 
         def calibrated(r):
             x, yy, s = r
-            c = (x + s / 2 + dx * s, yy + s / 2 + dy * s)
-            s2 = s * scale
-            return (c[0] - s2 / 2, c[1] - s2 / 2, s2)
-        as_calibrated = acc([cut(imgs[i], calibrated(found[i])) for i in idx], ok, "calibrated")
-        print(json.dumps({
-            "model": args.model, "split": args.split, "n": len(imgs), "yunet_found": int(ok.sum()),
-            "train_found": len(rt), "train_n": len(train),
-            "region_side_px_median": round(float(np.median(side)), 1),
-            "smiles_side_over_region_side": round(scale, 3),
-            "smiles_centre_offset_of_side": [round(dx, 3), round(dy, 3)],
-            "accuracy_smiles_crops": as_smiles, "accuracy_runtime_crops": as_runtime,
-            "accuracy_calibrated_crops": as_calibrated,
-            "answers_changed_runtime_vs_smiles": int((answers["runtime"] != answers["smiles"]).sum()),
-            "answers_changed_calibrated_vs_runtime": int((answers["calibrated"] != answers["runtime"]).sum())}))
+            cx, cy, s2 = x + s / 2 + dx * s, yy + s / 2 + dy * s, s * scale
+            return (cx - s2 / 2, cy - s2 / 2, s2)
+        variants["calibrated"] = [cut(imgs[i], calibrated(found[i])) for i in idx]
+        extra = {"train_found": len(rt), "region_side_px_median": round(float(np.median(side)), 1),
+                 "smiles_side_over_region_side": round(scale, 3),
+                 "smiles_centre_offset_of_side": [round(dx, 3), round(dy, 3)]}
+    for model in args.models:
+        with Predictor(model) as pred:
+            if pred.spec.crop != first.crop:
+                raise SystemExit(f"{model}: crop rule {pred.spec.crop} differs from {first.crop}")
+            answers = {k: pred.probabilities([cv2.cvtColor(c, cv2.COLOR_GRAY2BGR) for c in v]).argmax(1)
+                       for k, v in variants.items()}
+        row = {"model": model, "split": args.split, "n": len(imgs), "yunet_found": int(ok.sum()), **extra}
+        for k, a in answers.items():
+            row[f"accuracy_{k}_crops"] = round(100 * float((a == y[idx]).mean()), 2)
+        row["answers_changed_runtime_vs_smiles"] = int((answers["runtime"] != answers["smiles"]).sum())
+        if "calibrated" in answers:
+            row["answers_changed_calibrated_vs_runtime"] = int((answers["calibrated"] != answers["runtime"]).sum())
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
