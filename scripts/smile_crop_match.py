@@ -10,7 +10,7 @@ accuracy on the faces it finds as SMILES cut them and as the runtime would cut t
 adds where the runtime's region lies relative to the SMILES crop (side ratio, centre offset,
 measured on the training split) and the accuracy with that mean offset taken out (the region a
 calibrated crop rule would give). Pixels outside the 64x64 crop do not exist: they are the
-replicated border, so the runtime-crop accuracy is a lower bound of what real frames give."""
+replicated border, so the runtime-crop accuracy may understate what real frames give."""
 from __future__ import annotations
 
 import argparse
