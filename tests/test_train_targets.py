@@ -109,6 +109,7 @@ def test_student_distilled_from_a_larger_teacher(smile_teacher, tmp_path):
 
 @pytest.mark.parametrize("extra, match", [
     (["--distill", "0"], r"distill: expected a number in \(0, 1\]"),
+    (["--distill", "0.5"], "need at least one teacher"),
     (["--label-smoothing", "1"], "label_smoothing: expected a number from 0 to below 1"),
     (["--mixup", "-1"], "mixup: expected"),
     (["--teacher", "/nonexistent/run"], "not a training run directory"),

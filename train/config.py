@@ -50,8 +50,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     mixup: float = 0.0
     teachers: list[str] = field(default_factory=list)
-    distill: float = 0.5
-    distill_temperature: float = 1.0
+    distill: float | None = None              # with teachers: 0.5 when not set
+    distill_temperature: float | None = None  # with teachers: 1 when not set
     split: dict[str, Any] | None = None       # None: the data set's own (official or hash)
     model_kw: dict[str, Any] = field(default_factory=dict)
     seed: int = 42
@@ -91,6 +91,8 @@ class TrainConfig:
         """Types (check_types) and the values that only make sense together; the architecture's name
         too, so a typo fails before the run directory is made."""
         check_types(self)
+        if not self.teachers and (self.distill is not None or self.distill_temperature is not None):
+            raise ConfigError("distill / distill_temperature need at least one teacher (--teacher RUN)")
         if self.patch_from is not None and self.input_size is not None and \
                 any(p < i for p, i in zip(self.patch_from, self.input_size)):
             raise ConfigError(f"--patch-from H W must be at least the input size {self.input_size}; "
@@ -175,8 +177,8 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "mixup": (lambda v: _num(v) and 0 <= v <= 100, "a number from 0 (off) to 100"),
         "teachers": (lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
                      "a list of training run directories"),
-        "distill": (lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
-        "distill_temperature": (lambda v: _num(v) and 0 < v <= 100, "a number in (0, 100]"),
+        "distill": (lambda v: v is None or (_num(v) and 0 < v <= 1), "a number in (0, 1]"),
+        "distill_temperature": (lambda v: v is None or (_num(v) and 0 < v <= 100), "a number in (0, 100]"),
         "split": (lambda v: v is None or isinstance(v, dict), "a mapping or null"),
         "model_kw": (lambda v: isinstance(v, dict), "a mapping of option: value"),
         "seed": (lambda v: _int(v), "an integer"),

@@ -225,7 +225,9 @@ def train(cfg: TrainConfig) -> Path:
             teacher = teacher_probabilities(cfg.teachers, tr, cfg.data, method, ds.label_names, flip)
             agree = float(np.mean(teacher.argmax(1) == ytr))
             log.info("teachers: %d, agreeing with %.2f%% of the training labels", len(cfg.teachers), 100 * agree)
-        targets = soft_targets(ytr, classes, cfg.label_smoothing, teacher, cfg.distill, cfg.distill_temperature)
+        targets = soft_targets(ytr, classes, cfg.label_smoothing, teacher,
+                               0.5 if cfg.distill is None else cfg.distill,
+                               1.0 if cfg.distill_temperature is None else cfg.distill_temperature)
         yva_fit = one_hot(yva, classes)
 
     # The run folder is made only now that the data loaded: a bad --data or --teacher leaves nothing behind.
