@@ -18,12 +18,15 @@ change whether a face smiles, and a mirror neither, so each teacher's target is 
 image and its mirror when the augmentation flips."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from edgecv.errors import ConfigError
+
+log = logging.getLogger("edgecv.train")
 
 
 def one_hot(y: np.ndarray, classes: int) -> np.ndarray:
@@ -95,3 +98,19 @@ def teacher_probabilities(teachers: Sequence[str], image_set, dataset: str, spli
             p = 0.5 * (p + model.predict(x[:, :, ::-1], batch_size=256, verbose=0))
         probs.append(np.asarray(p, np.float64))
     return np.mean(probs, axis=0).astype(np.float32)
+
+
+def training_targets(cfg: Any, image_set, y: np.ndarray, classes: int, split_method: dict,
+                     labels: Sequence[str], flip: bool) -> np.ndarray | None:
+    """The soft targets a TrainConfig asks for (label_smoothing, mixup, teachers), or None when it
+    asks for none and training keeps its integer labels."""
+    if not (cfg.label_smoothing or cfg.mixup or cfg.teachers):
+        return None
+    teacher = None
+    if cfg.teachers:
+        teacher = teacher_probabilities(cfg.teachers, image_set, cfg.data, split_method, labels, flip)
+        log.info("teachers: %d, agreeing with %.2f%% of the training labels", len(cfg.teachers),
+                 100 * float(np.mean(teacher.argmax(1) == y)))
+    return soft_targets(y, classes, cfg.label_smoothing, teacher,
+                        0.5 if cfg.distill is None else cfg.distill,
+                        1.0 if cfg.distill_temperature is None else cfg.distill_temperature)

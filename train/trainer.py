@@ -215,20 +215,10 @@ def train(cfg: TrainConfig) -> Path:
     log.info("data %s: %d train, %d val%s (%.1fs)%s", cfg.data, len(xtr), len(xva),
              f", {len(te)} test" if te is not None else "", time.monotonic() - t0,
              f"; {skipped} unreadable image(s) skipped" if skipped else "")
-    soft = bool(cfg.label_smoothing or cfg.mixup or cfg.teachers)
-    targets = None
-    if soft:
-        from .targets import one_hot, soft_targets, teacher_probabilities
-        teacher = None
-        if cfg.teachers:
-            flip = bool(getattr(PRESETS[cfg.aug], "hflip", False))
-            teacher = teacher_probabilities(cfg.teachers, tr, cfg.data, method, ds.label_names, flip)
-            agree = float(np.mean(teacher.argmax(1) == ytr))
-            log.info("teachers: %d, agreeing with %.2f%% of the training labels", len(cfg.teachers), 100 * agree)
-        targets = soft_targets(ytr, classes, cfg.label_smoothing, teacher,
-                               0.5 if cfg.distill is None else cfg.distill,
-                               1.0 if cfg.distill_temperature is None else cfg.distill_temperature)
-        yva_fit = one_hot(yva, classes)
+    from .targets import one_hot, training_targets
+    targets = training_targets(cfg, tr, ytr, classes, method, ds.label_names,
+                               flip=bool(getattr(PRESETS[cfg.aug], "hflip", False)))
+    soft = targets is not None
 
     # The run folder is made only now that the data loaded: a bad --data or --teacher leaves nothing behind.
     run.mkdir(parents=True, exist_ok=True)
@@ -261,7 +251,7 @@ def train(cfg: TrainConfig) -> Path:
     seq = ArraySequence(xtr, ytr, cfg.batch_size, PRESETS[cfg.aug], cw, seed=cfg.seed, patch=patch,
                         epoch=initial_epoch, shard=shard, workers=cfg.workers, targets=targets,
                         mixup=cfg.mixup)
-    validation: tuple | None = (xva, yva_fit if soft else yva)
+    validation: tuple | None = (xva, one_hot(yva, classes) if soft else yva)
     if plan is not None:
         callbacks.insert(0, validation_callback(plan, xva, yva))  # before the callbacks that read val_*
         if needs_step_barrier(plan):
