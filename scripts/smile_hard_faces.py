@@ -1,7 +1,7 @@
 """The SMILES test faces that every given model gets wrong, and a contact sheet of them (issue 21:
 how much of the last 5-7 points is the label set itself).
 
-    python scripts/smile_hard_faces.py runs/ablate3/*-s? --out docs/smile-hard-faces.png
+    python scripts/smile_hard_faces.py runs/ablate3/*-s? --out docs/smile-hard-faces.jpg
 
 Prints how many faces k of the N models get wrong, for k = 0..N, and writes a sheet of the faces
 all N get wrong, each captioned with its SMILES label (S = smiling, N = not smiling). Judging
@@ -57,7 +57,7 @@ def main() -> None:
             sheet[y0:y0 + cell, c * cell:(c + 1) * cell] = face
             cv2.putText(sheet, "S" if y[i] else "N", (c * cell + 40, y0 + cell + 13), cv2.FONT_HERSHEY_SIMPLEX,
                         0.45, (0, 0, 200) if y[i] else (200, 0, 0), 1, cv2.LINE_AA)
-        tmp = args.out.with_name(f".{args.out.stem}.{os.getpid()}.part.png")
+        tmp = args.out.with_name(f".{args.out.stem}.{os.getpid()}.part{args.out.suffix}")
         if not cv2.imwrite(str(tmp), sheet):
             raise SystemExit(f"could not write {args.out}")
         os.replace(tmp, args.out)
